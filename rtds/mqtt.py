@@ -1,0 +1,114 @@
+"""The MQTT connection every service uses: paho-mqtt 2.x, MQTT 3.1.1, persistent sessions.
+
+`make_client` applies the seed's TLS and login variables in one place. It does not connect;
+callers set their callbacks, then call `start(client, settings)`, which connects in the
+background and keeps reconnecting (with backoff) from the very first attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from rtds.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_DELAY_S = 1
+RECONNECT_MAX_DELAY_S = 30
+
+# CONNACK return codes of MQTT 3.1.1, explained for people.
+CONNACK_EXPLANATIONS = {
+    1: "the broker does not speak MQTT 3.1.1",
+    2: "the broker rejected the client id",
+    3: "the broker is unavailable",
+    4: "the user name or password is wrong (check MQTT_USERNAME / MQTT_PASSWORD)",
+    5: "not authorised (check MQTT_USERNAME / MQTT_PASSWORD and the broker's ACL)",
+}
+
+_insecure_warned = False
+
+
+def make_client(
+    settings: Settings,
+    client_id: str,
+    *,
+    clean_session: bool = False,
+    manual_ack: bool = False,
+    max_inflight: int = 20,
+    will: tuple[str, bytes] | None = None,
+) -> paho.Client:
+    """A paho client configured from settings, not yet connected.
+
+    `will` is (topic, payload) for a retained QoS 1 Last Will.
+    """
+    global _insecure_warned
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean_session,
+        protocol=paho.MQTTv311,
+        manual_ack=manual_ack,
+    )
+    client.max_inflight_messages_set(max_inflight)
+    client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password or None)
+    if settings.mqtt_use_tls:
+        client.tls_set(
+            ca_certs=settings.mqtt_ca_certs or None,
+            certfile=settings.mqtt_certfile or None,
+            keyfile=settings.mqtt_keyfile or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        if settings.mqtt_tls_insecure:
+            if not _insecure_warned:
+                log.warning(
+                    "MQTT_TLS_INSECURE=true: the broker's certificate host name is NOT checked, so anyone in the "
+                    "network path can impersonate the broker. Use it only for local tests."
+                )
+                _insecure_warned = True
+            client.tls_insecure_set(True)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    return client
+
+
+def start(client: paho.Client, settings: Settings) -> None:
+    """Connect in the background; paho's loop retries until the broker answers."""
+    client.connect_async(settings.mqtt_broker_host, settings.mqtt_broker_port, keepalive=settings.mqtt_keepalive_s)
+    client.loop_start()
+
+
+def stop(client: paho.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def set_nodelay(client: paho.Client) -> None:
+    """Turn off Nagle on the client's socket; without it small QoS 0/1 packets wait up to 40 ms."""
+    sock: Any = client.socket()
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def explain_connect_failure(reason_code: Any) -> str:
+    """A sentence for a failed CONNACK, for logs and health checks."""
+    value = getattr(reason_code, "value", reason_code)
+    if isinstance(value, int) and value in CONNACK_EXPLANATIONS:
+        return CONNACK_EXPLANATIONS[value]
+    text = str(reason_code)
+    if "not authori" in text.lower():
+        return CONNACK_EXPLANATIONS[5]
+    if "bad user name or password" in text.lower():
+        return CONNACK_EXPLANATIONS[4]
+    return text

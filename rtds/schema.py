@@ -1,0 +1,255 @@
+"""The message schema: topics, the payload, and the one parser that turns bytes into a record.
+
+Devices publish the flat form. Older devices publish a nested form; `parse_message` turns both
+into the same `TelemetryRecord`. Nothing here touches the network or the disk, and the time
+is passed in, so every rule is tested with plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from rtds.errors import InvalidMessage
+
+MEASUREMENT = "device_data"
+DATA_TOPIC_PREFIX = "device/data/"
+LEGACY_TOPIC_PREFIX = "vehicle/speed/"
+STATUS_TOPIC_PREFIX = "device/status/"
+DATA_SUBSCRIPTIONS = ("device/data/+", "vehicle/speed/+")
+STATUS_SUBSCRIPTION = "device/status/+"
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_LABEL_LENGTH = 128
+
+# Float fields of the wire payload, in the seed's order.
+MEASUREMENT_FIELDS = (
+    "speed",
+    "cpu_usage",
+    "ram_usage",
+    "memory_total",
+    "memory_used",
+    "memory_available",
+    "memory_percent",
+    "disk_total",
+    "disk_used",
+    "disk_free",
+    "disk_percent",
+    "network_bytes_sent",
+    "network_bytes_recv",
+    "detection_confidence",
+)
+REQUIRED_KEYS = ("device_id", "timestamp", "speed")
+
+# What a stored point carries, in both stores.
+TAG_KEYS = ("device_id", "collector", "detection_label")
+TIMING_FIELDS = ("publish_timestamp", "collector_receive_time", "write_time")
+FIELD_TYPES: dict[str, type] = {
+    **{name: float for name in MEASUREMENT_FIELDS},
+    "seq": int,
+    "replayed": bool,
+    **{name: float for name in TIMING_FIELDS},
+}
+STORED_FIELDS = tuple(FIELD_TYPES)
+
+# Nested (older) payload: path in the nested object -> flat name.
+_NESTED_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("telemetry", "cpu_usage"), "cpu_usage"),
+    (("telemetry", "ram_usage"), "ram_usage"),
+    (("telemetry", "memory", "total"), "memory_total"),
+    (("telemetry", "memory", "used"), "memory_used"),
+    (("telemetry", "memory", "available"), "memory_available"),
+    (("telemetry", "memory", "percent"), "memory_percent"),
+    (("telemetry", "disk", "total"), "disk_total"),
+    (("telemetry", "disk", "used"), "disk_used"),
+    (("telemetry", "disk", "free"), "disk_free"),
+    (("telemetry", "disk", "percent"), "disk_percent"),
+    (("telemetry", "network", "bytes_sent"), "network_bytes_sent"),
+    (("telemetry", "network", "bytes_recv"), "network_bytes_recv"),
+    (("detection", "label"), "detection_label"),
+    (("detection", "confidence"), "detection_confidence"),
+)
+
+
+@dataclass(slots=True)
+class TelemetryRecord:
+    """One reading of one vehicle, whichever payload form it came in."""
+
+    device_id: str
+    timestamp: float
+    speed: float
+    seq: int | None = None
+    cpu_usage: float | None = None
+    ram_usage: float | None = None
+    memory_total: float | None = None
+    memory_used: float | None = None
+    memory_available: float | None = None
+    memory_percent: float | None = None
+    disk_total: float | None = None
+    disk_used: float | None = None
+    disk_free: float | None = None
+    disk_percent: float | None = None
+    network_bytes_sent: float | None = None
+    network_bytes_recv: float | None = None
+    detection_label: str | None = None
+    detection_confidence: float | None = None
+    replayed: bool = False
+    collector_receive_time: float | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The flat wire form, without empty values and without collector-side fields."""
+        payload = {name: getattr(self, name) for name in _PAYLOAD_KEYS}
+        return {key: value for key, value in payload.items() if value is not None and value is not False}
+
+
+_RECORD_KEYS = tuple(f.name for f in fields(TelemetryRecord))
+_PAYLOAD_KEYS = tuple(key for key in _RECORD_KEYS if key != "collector_receive_time")
+
+
+def data_topic(device_id: str) -> str:
+    return DATA_TOPIC_PREFIX + device_id
+
+
+def legacy_topic(device_id: str) -> str:
+    return LEGACY_TOPIC_PREFIX + device_id
+
+
+def status_topic(device_id: str) -> str:
+    return STATUS_TOPIC_PREFIX + device_id
+
+
+def device_id_from_topic(topic: str) -> str | None:
+    """The last topic level for data, legacy and status topics; None for any other topic."""
+    for prefix in (DATA_TOPIC_PREFIX, LEGACY_TOPIC_PREFIX, STATUS_TOPIC_PREFIX):
+        if topic.startswith(prefix):
+            rest = topic[len(prefix) :]
+            return rest if rest and "/" not in rest else None
+    return None
+
+
+def is_valid_device_id(device_id: object) -> bool:
+    return isinstance(device_id, str) and DEVICE_ID_PATTERN.fullmatch(device_id) is not None
+
+
+def encode_payload(record: TelemetryRecord) -> bytes:
+    return orjson.dumps(record.to_payload())
+
+
+def parse_message(
+    topic: str,
+    payload: bytes,
+    *,
+    now: float,
+    max_payload_bytes: int = 65_536,
+    max_clock_skew_s: float = 86_400.0,
+) -> TelemetryRecord:
+    """Turn one MQTT message into a record, or raise InvalidMessage with a reason.
+
+    Reasons: too_large, not_json, not_finite, not_object, bad_topic, missing_field,
+    wrong_type, bad_device_id, device_id_mismatch, timestamp_out_of_range.
+    """
+    if len(payload) > max_payload_bytes:
+        raise InvalidMessage("too_large", f"{len(payload)} bytes is over the {max_payload_bytes}-byte limit")
+    topic_device_id = device_id_from_topic(topic)
+    if topic_device_id is None or topic.startswith(STATUS_TOPIC_PREFIX):
+        raise InvalidMessage("bad_topic", f"{topic!r} is not device/data/<id> or vehicle/speed/<id>")
+    document = _decode_json(payload)
+    if not isinstance(document, dict):
+        raise InvalidMessage("not_object", f"the payload is a JSON {type(document).__name__}, not an object")
+    if "telemetry" in document or "detection" in document:
+        document = _flatten_nested(document)
+
+    for key in REQUIRED_KEYS:
+        if document.get(key) is None:
+            raise InvalidMessage("missing_field", f"{key!r} is required")
+    device_id = document["device_id"]
+    if not is_valid_device_id(device_id):
+        raise InvalidMessage(
+            "bad_device_id", f"device_id {str(device_id)[:80]!r} does not match {DEVICE_ID_PATTERN.pattern}"
+        )
+    if device_id != topic_device_id:
+        raise InvalidMessage("device_id_mismatch", f"payload device_id {device_id!r} differs from topic {topic!r}")
+
+    values: dict[str, Any] = {"device_id": device_id}
+    timestamp = _number(document, "timestamp")
+    if abs(timestamp - now) > max_clock_skew_s:
+        raise InvalidMessage(
+            "timestamp_out_of_range",
+            f"timestamp {timestamp} is more than {max_clock_skew_s:.0f} s from now ({now:.0f})",
+        )
+    values["timestamp"] = timestamp
+    for name in MEASUREMENT_FIELDS:
+        if document.get(name) is not None:
+            values[name] = _number(document, name)
+    seq = document.get("seq")
+    if seq is not None:
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise InvalidMessage("wrong_type", f"'seq' must be a whole number of 0 or more, not {seq!r}")
+        values["seq"] = seq
+    label = document.get("detection_label")
+    if label is not None and label != "":
+        if not isinstance(label, str):
+            raise InvalidMessage("wrong_type", f"'detection_label' must be a string, not {type(label).__name__}")
+        if len(label) > MAX_LABEL_LENGTH or not label.isprintable():
+            raise InvalidMessage(
+                "wrong_type", f"'detection_label' must be printable and at most {MAX_LABEL_LENGTH} characters"
+            )
+        values["detection_label"] = label
+    replayed = document.get("replayed", False)
+    if not isinstance(replayed, bool):
+        raise InvalidMessage("wrong_type", f"'replayed' must be true or false, not {replayed!r}")
+    values["replayed"] = replayed
+    return TelemetryRecord(**values)
+
+
+def _decode_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    # orjson refuses NaN/Infinity; the standard library accepts them, which tells the two cases apart.
+    try:
+        json.loads(payload, parse_constant=_raise_not_finite)
+    except InvalidMessage:
+        raise
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidMessage("not_json", f"the payload is not JSON ({error})")
+
+
+def _raise_not_finite(token: str) -> None:
+    raise InvalidMessage("not_finite", f"{token} is not a finite number")
+
+
+def _number(document: dict[str, Any], key: str) -> float:
+    value = document[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidMessage("wrong_type", f"{key!r} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidMessage("not_finite", f"{key!r} is {value}")
+    return value
+
+
+def _flatten_nested(document: dict[str, Any]) -> dict[str, Any]:
+    flat = {key: value for key, value in document.items() if key not in ("telemetry", "detection")}
+    for section in ("telemetry", "detection"):
+        if section in document and not isinstance(document[section], dict):
+            raise InvalidMessage("wrong_type", f"{section!r} must be an object")
+    for path, name in _NESTED_PATHS:
+        node: Any = document
+        for step in path:
+            if not isinstance(node, dict) or step not in node:
+                node = None
+                break
+            node = node[step]
+        if node is not None:
+            flat[name] = node
+    return flat

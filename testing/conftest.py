@@ -1,0 +1,71 @@
+"""Shared fixtures: real Mosquitto brokers on free ports, settings for temporary folders, processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rtds.broker import SHIPPED_CONFIG, MosquittoBroker
+from rtds.settings import Settings, load_settings
+from rtds.testkit import ServiceProcess
+
+BrokerFactory = Callable[..., MosquittoBroker]
+
+
+@pytest.fixture
+def start_broker(tmp_path: Path) -> Iterator[BrokerFactory]:
+    """Start mosquitto processes from our shipped configs; every one is stopped after the test."""
+    brokers: list[MosquittoBroker] = []
+
+    def start(template: Path = SHIPPED_CONFIG, *, name: str | None = None, **kwargs: object) -> MosquittoBroker:
+        data_dir = tmp_path / (name or f"broker{len(brokers)}")
+        broker = MosquittoBroker(data_dir, template=template, **kwargs)  # type: ignore[arg-type]
+        brokers.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in brokers:
+        broker.kill()
+
+
+@pytest.fixture
+def broker(start_broker: BrokerFactory) -> MosquittoBroker:
+    """A broker running the shipped docker/mosquitto/config/mosquitto.conf."""
+    return start_broker()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker: MosquittoBroker) -> Settings:
+    """Settings pointing at the test's broker and at files under tmp_path; no .env is read."""
+    return load_settings(env_file=None, environ={}).with_overrides(
+        mqtt_broker_host=broker.host,
+        mqtt_broker_port=broker.port,
+        mqtt_client_id=f"collector-test-{tmp_path.name}",
+        sqlite_path=str(tmp_path / "telemetry.db"),
+        dead_letter_path=str(tmp_path / "dead_letters.db"),
+        device_queue_dir=str(tmp_path / "queues"),
+        latency_data_path=str(tmp_path / "latency_samples.json"),
+        collector_summary_interval_s=5.0,
+    )
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start our services as child processes; all are killed after the test, whatever happened."""
+    started: list[ServiceProcess] = []
+
+    def spawn(
+        *args: str, settings: Settings | None = None, name: str | None = None, **kwargs: object
+    ) -> ServiceProcess:
+        log_name = name or Path(args[0]).stem
+        process = ServiceProcess(
+            list(args), settings=settings, log_path=tmp_path / "logs" / f"{log_name}-{len(started)}.log", **kwargs
+        )  # type: ignore[arg-type]
+        started.append(process)
+        return process.start()
+
+    yield spawn
+    for process in started:
+        process.kill()
