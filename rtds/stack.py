@@ -27,6 +27,7 @@ from rtds.testkit import ServiceProcess
 
 STATUS_INTERVAL_S = 5.0
 COMPOSE_FILE = PROJECT_ROOT / "docker" / "docker-compose.yml"
+COMPOSE_ENV = PROJECT_ROOT / "docker" / ".env"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,18 @@ class Stack:
             services = ["mosquitto"] + (["influxdb"] if self.settings.store == "influxdb" else [])
             if not shutil.which("docker"):
                 raise ConfigError("--docker needs Docker; install Docker, or drop --docker to run a local mosquitto")
-            subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "up", "-d", "--wait", *services], check=True)
+            if not COMPOSE_ENV.is_file():
+                raise ConfigError(
+                    f"--docker needs {COMPOSE_ENV} with the compose secrets; copy docker/.env.compose.example "
+                    "to docker/.env and fill in every empty value"
+                )
+            # The quick start's broker is the development config (anonymous, as `rtds up` is for one machine).
+            compose_env = {**os.environ, "MOSQUITTO_CONFIG": "mosquitto.conf"}
+            subprocess.run(
+                ["docker", "compose", "-f", str(COMPOSE_FILE), "up", "-d", "--wait", *services],
+                check=True,
+                env=compose_env,
+            )
             self.compose_started = True
             print(
                 f"broker     docker compose: {', '.join(services)} (stop with: docker compose -f {COMPOSE_FILE} down)"

@@ -1,0 +1,482 @@
+"""The production broker config (mosquitto.secure.conf + acl) under real mosquitto processes.
+
+Certificates come from docker/mosquitto/make_dev_certs.py and users from add_device.py, run as a
+user would run them; the broker starts from the shipped secure config with its paths moved to a
+temporary copy of the config folder. The end-to-end tests run the real device simulator and
+collector; the others connect through rtds.mqtt.make_client, as those do.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from rtds import mqtt
+from rtds.broker import CONFIG_DIR, PROJECT_ROOT, MosquittoBroker, free_port
+from rtds.schema import TelemetryRecord, data_topic, encode_payload, status_topic
+from rtds.settings import Settings, load_settings
+from rtds.testkit import ServiceProcess, Witness, wait_until
+
+SECURE_CONFIG = CONFIG_DIR / "mosquitto.secure.conf"
+MAKE_CERTS = PROJECT_ROOT / "docker" / "mosquitto" / "make_dev_certs.py"
+ADD_DEVICE = PROJECT_ROOT / "docker" / "mosquitto" / "add_device.py"
+USERS = ("vehicle_01", "vehicle_02", "collector", "dashboard")
+TLS_PORT = 8883
+CONNECT_TIMEOUT_S = 5.0
+STORE_TIMEOUT_S = 15.0
+
+BrokerFactory = Callable[..., MosquittoBroker]
+
+
+@dataclass(frozen=True)
+class SecureSetup:
+    """A config folder as DEPLOYMENT.md builds it: certificates, password file and the shipped ACL."""
+
+    config_dir: Path
+    rogue_dir: Path
+    passwords: dict[str, str]
+
+    @property
+    def certs(self) -> Path:
+        return self.config_dir / "certs"
+
+    def client_cert(self, name: str, *, rogue: bool = False) -> tuple[str, str]:
+        folder = (self.rogue_dir if rogue else self.certs) / "clients"
+        return str(folder / f"{name}.crt"), str(folder / f"{name}.key")
+
+
+def run_script(*args: str | Path) -> str:
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"{args} failed: {result.stdout}{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def secure_setup(tmp_path_factory: pytest.TempPathFactory) -> SecureSetup:
+    root = tmp_path_factory.mktemp("secure")
+    config_dir = root / "config"
+    config_dir.mkdir()
+    shutil.copy(CONFIG_DIR / "acl", config_dir / "acl")
+    output = run_script(MAKE_CERTS, "--out", config_dir / "certs", "vehicle_01", "vehicle_02")
+    assert "DEVELOPMENT CERTIFICATES ONLY" in output
+    # Another CA, which the broker does not trust, issuing a certificate with the same device name.
+    run_script(MAKE_CERTS, "--out", root / "rogue", "vehicle_01")
+    passwords = {user: secrets.token_urlsafe(16) for user in USERS}
+    for user, password in passwords.items():
+        run_script(ADD_DEVICE, user, "--password", password, "--password-file", config_dir / "passwd")
+    return SecureSetup(config_dir, root / "rogue", passwords)
+
+
+@pytest.fixture
+def secure_broker(start_broker: BrokerFactory, secure_setup: SecureSetup) -> MosquittoBroker:
+    return start_broker(
+        SECURE_CONFIG, name="secure", extra_ports={TLS_PORT: free_port()}, config_dir=secure_setup.config_dir
+    )
+
+
+def base_settings(tmp_path: Path) -> Settings:
+    return load_settings(env_file=None, environ={}).with_overrides(
+        sqlite_path=str(tmp_path / "telemetry.db"),
+        dead_letter_path=str(tmp_path / "dead_letters.db"),
+        device_queue_dir=str(tmp_path / "queues"),
+        latency_data_path=str(tmp_path / "latency_samples.json"),
+        collector_summary_interval_s=5.0,
+    )
+
+
+def device_settings(
+    tmp_path: Path, broker: MosquittoBroker, setup: SecureSetup, name: str, **overrides: Any
+) -> Settings:
+    """A device as add_device.py prints it: TLS to localhost with its certificate and password."""
+    certfile, keyfile = setup.client_cert(name)
+    values: dict[str, Any] = {
+        "mqtt_broker_host": "localhost",
+        "mqtt_broker_port": broker.ports[TLS_PORT],
+        "mqtt_use_tls": True,
+        "mqtt_ca_certs": str(setup.certs / "ca.crt"),
+        "mqtt_certfile": certfile,
+        "mqtt_keyfile": keyfile,
+        "mqtt_username": name,
+        "mqtt_password": setup.passwords[name],
+        "mqtt_client_id": name,
+    }
+    values.update(overrides)
+    return base_settings(tmp_path).with_overrides(**values)
+
+
+def service_settings(tmp_path: Path, broker: MosquittoBroker, setup: SecureSetup, user: str) -> Settings:
+    """A service on the broker's host: the plain listener (127.0.0.1 only), with its password."""
+    return base_settings(tmp_path).with_overrides(
+        mqtt_broker_host=broker.host,
+        mqtt_broker_port=broker.port,
+        mqtt_username=user,
+        mqtt_password=setup.passwords[user],
+        mqtt_client_id=f"{user}-{tmp_path.name}",
+    )
+
+
+@dataclass
+class ConnectOutcome:
+    connected: bool
+    reason: str
+
+
+def try_connect(settings: Settings) -> ConnectOutcome:
+    """Connect once, as a device would, and report whether the broker let it in and, if not, why."""
+    client = mqtt.make_client(settings, settings.mqtt_client_id, clean_session=True)
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger(f"test.paho.{secrets.token_hex(4)}")
+    logger.propagate = False
+    logger.addHandler(Collect())
+    logger.setLevel(logging.DEBUG)
+    client.enable_logger(logger)
+    outcome: dict[str, Any] = {}
+    client.on_connect = lambda c, u, flags, reason_code, props: outcome.setdefault("connack", reason_code)
+    client.on_disconnect = lambda c, u, flags, reason_code, props: outcome.setdefault("disconnect", reason_code)
+    handshake_error = ""
+    # paho leaves the TLS socket of a failed handshake to the garbage collector, which warns about it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client.connect(settings.mqtt_broker_host, settings.mqtt_broker_port)
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while not outcome and time.monotonic() < deadline:
+                client.loop(0.05)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            handshake_error = str(exc)
+        finally:
+            client.disconnect()
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        gc.collect()
+    if handshake_error:
+        return ConnectOutcome(False, handshake_error)
+    connack = outcome.get("connack")
+    if connack is not None and not connack.is_failure:
+        return ConnectOutcome(True, "connected")
+    if connack is not None:
+        return ConnectOutcome(False, mqtt.explain_connect_failure(connack))
+    errors = [text for text in messages if "fail" in text or "error" in text.lower()]
+    return ConnectOutcome(False, "; ".join(errors) or f"no CONNACK: {outcome}")
+
+
+def connected_client(settings: Settings) -> paho.Client:
+    client = mqtt.make_client(settings, settings.mqtt_client_id, clean_session=True)
+    client.connect(settings.mqtt_broker_host, settings.mqtt_broker_port)
+    client.loop_start()
+    wait_until(client.is_connected, CONNECT_TIMEOUT_S, message=f"{settings.mqtt_username} connects")
+    return client
+
+
+def publish(client: paho.Client, topic: str, payload: bytes) -> None:
+    info = client.publish(topic, payload, qos=1)
+    info.wait_for_publish(CONNECT_TIMEOUT_S)
+
+
+def reading(device_id: str, seq: int) -> bytes:
+    return encode_payload(TelemetryRecord(device_id=device_id, timestamp=time.time(), speed=42.0 + seq, seq=seq))
+
+
+def stored_rows(database: Path) -> set[tuple[str, int]]:
+    """(device_id, seq) of every stored row; empty until the collector has created its table."""
+    if not database.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return {(row[0], row[1]) for row in connection.execute("SELECT device_id, seq FROM device_data")}
+    except sqlite3.OperationalError:
+        return set()
+
+
+def start_collector(spawn: Callable[..., ServiceProcess], settings: Settings) -> ServiceProcess:
+    return spawn("collector/mqtt_collector.py", settings=settings, name="collector")
+
+
+def test_a_device_with_valid_tls_and_credentials_is_stored_end_to_end(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """The real device simulator over TLS (certificate + password) -> broker -> the real collector -> SQLite."""
+    collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
+    collector = start_collector(spawn, collector_settings)
+    device_config = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01")
+    device = spawn("devices/device_simulator.py", "vehicle_01", settings=device_config, name="vehicle_01")
+    database = Path(collector_settings.sqlite_path)
+    wait_until(
+        lambda: len(stored_rows(database)) >= 3,
+        STORE_TIMEOUT_S,
+        message=lambda: f"device:\n{device.log_text()[-1500:]}\ncollector:\n{collector.log_text()[-1500:]}",
+    )
+    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    assert device.running() and collector.running()
+    log_text = secure_broker.log_text()
+    assert f"on port {secure_broker.ports[TLS_PORT]}." in log_text
+    assert "u'vehicle_01'" in log_text
+    assert "Denied PUBLISH" not in log_text
+
+
+def test_the_settings_add_device_prints_let_the_device_in(
+    tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
+) -> None:
+    config_dir = tmp_path / "config"
+    shutil.copytree(secure_setup.config_dir, config_dir, ignore=shutil.ignore_patterns("passwd"))
+    password_file = config_dir / "passwd"
+    for _ in range(2):  # the second run replaces the password and must keep the file's mode
+        printed = run_script(
+            ADD_DEVICE, "vehicle_01", "--password-file", password_file, "--certs-dir", config_dir / "certs"
+        )
+    assert password_file.stat().st_mode & 0o777 == 0o640
+    env_file = tmp_path / "device.env"
+    env_file.write_text(printed)
+    broker = start_broker(SECURE_CONFIG, name="printed", extra_ports={TLS_PORT: free_port()}, config_dir=config_dir)
+    settings = load_settings(env_file=env_file, environ={"MQTT_BROKER_PORT": str(broker.ports[TLS_PORT])})
+    assert settings.mqtt_use_tls and not settings.mqtt_tls_insecure
+    assert len(settings.mqtt_password) >= 32
+    assert try_connect(settings.with_overrides(mqtt_client_id="printed")).connected
+
+
+def test_a_wrong_password_is_refused_and_the_error_says_so(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    outcome = try_connect(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_password="wrong"))
+    assert not outcome.connected
+    assert "MQTT_USERNAME / MQTT_PASSWORD" in outcome.reason
+    assert "disconnected, not authorised" in secure_broker.log_text()
+
+
+def test_a_device_without_a_client_certificate_is_refused_and_the_broker_says_why(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    settings = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_certfile="", mqtt_keyfile="")
+    outcome = try_connect(settings)
+    assert not outcome.connected, outcome
+    # The client only sees the connection close during the handshake; the broker's log names the cause.
+    wait_until(
+        lambda: "peer did not return a certificate" in secure_broker.log_text(),
+        CONNECT_TIMEOUT_S,
+        message=secure_broker.log_text,
+    )
+
+
+def test_a_certificate_from_an_untrusted_ca_is_refused_and_the_broker_says_why(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    certfile, keyfile = secure_setup.client_cert("vehicle_01", rogue=True)
+    settings = device_settings(
+        tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_certfile=certfile, mqtt_keyfile=keyfile
+    )
+    outcome = try_connect(settings)
+    assert not outcome.connected, outcome
+    # The client sees "unknown ca" or only the connection closing, depending on timing; the broker's log is certain.
+    wait_until(
+        lambda: "certificate verify failed" in secure_broker.log_text(),
+        CONNECT_TIMEOUT_S,
+        message=secure_broker.log_text,
+    )
+
+
+def test_a_device_that_does_not_trust_the_broker_refuses_to_connect(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    settings = device_settings(
+        tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_ca_certs=str(secure_setup.rogue_dir / "ca.crt")
+    )
+    outcome = try_connect(settings)
+    assert not outcome.connected
+    assert "certificate verify failed" in outcome.reason, outcome
+
+
+def test_clients_without_credentials_cannot_connect_on_any_listener(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    anonymous_plain = base_settings(tmp_path).with_overrides(
+        mqtt_broker_host=secure_broker.host, mqtt_broker_port=secure_broker.port, mqtt_client_id="anonymous-plain"
+    )
+    anonymous_tls = device_settings(
+        tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_username="", mqtt_password="", mqtt_client_id="anon"
+    )
+    for settings in (anonymous_plain, anonymous_tls):
+        outcome = try_connect(settings)
+        assert not outcome.connected
+        assert "not authorised" in outcome.reason, outcome
+
+
+def test_a_device_cannot_publish_as_another_and_the_broker_logs_the_attempt(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
+    collector = start_collector(spawn, collector_settings)
+    database = Path(collector_settings.sqlite_path)
+    device = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01"))
+    try:
+        publish(device, data_topic("vehicle_02"), reading("vehicle_02", 1))
+        # A reading of its own, published after the forged one, marks when the forged one would have arrived.
+        seq = 100
+
+        def own_reading_stored() -> bool:
+            nonlocal seq
+            seq += 1
+            publish(device, data_topic("vehicle_01"), reading("vehicle_01", seq))
+            return any(device_id == "vehicle_01" for device_id, _ in stored_rows(database))
+
+        wait_until(own_reading_stored, STORE_TIMEOUT_S, interval_s=0.2, message=lambda: collector.log_text()[-2000:])
+        publish(device, data_topic("vehicle_02"), reading("vehicle_02", 2))
+        publish(device, data_topic("vehicle_01"), reading("vehicle_01", 999))
+        wait_until(lambda: ("vehicle_01", 999) in stored_rows(database), STORE_TIMEOUT_S)
+    finally:
+        mqtt.stop(device)
+    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    log_text = secure_broker.log_text()
+    assert "Denied PUBLISH from vehicle_01" in log_text
+    assert "'device/data/vehicle_02'" in log_text
+
+
+def test_service_users_cannot_publish_device_data(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    for user in ("collector", "dashboard"):
+        client = connected_client(service_settings(tmp_path, secure_broker, secure_setup, user))
+        try:
+            for topic in (data_topic("vehicle_01"), data_topic(user), status_topic(user)):
+                publish(client, topic, reading("vehicle_01", 1))
+        finally:
+            mqtt.stop(client)
+        for topic in (data_topic("vehicle_01"), data_topic(user), status_topic(user)):
+            wait_until(
+                lambda t=topic, u=user: (
+                    f"Denied PUBLISH from {u}-{tmp_path.name}" in secure_broker.log_text()
+                    and f"'{t}'" in secure_broker.log_text()
+                ),
+                CONNECT_TIMEOUT_S,
+                message=f"{user} denied on {topic}",
+            )
+
+
+def test_only_the_collector_reads_device_data_and_only_the_dashboard_reads_presence(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    def witness(user: str) -> Witness:
+        return Witness(
+            secure_broker.host, secure_broker.port, ("#",), username=user, password=secure_setup.passwords[user]
+        )
+
+    with witness("collector") as collector, witness("dashboard") as dashboard, witness("vehicle_02") as other_device:
+        device = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01"))
+        try:
+            publish(device, status_topic("vehicle_01"), b"online")
+            publish(device, data_topic("vehicle_01"), reading("vehicle_01", 1))
+        finally:
+            mqtt.stop(device)
+        wait_until(lambda: any(m.topic == data_topic("vehicle_01") for m in collector.snapshot()), CONNECT_TIMEOUT_S)
+        wait_until(lambda: dashboard.snapshot(), CONNECT_TIMEOUT_S, message="dashboard receives presence")
+        # Deliveries to one broker happen in order of publication; the marker below arrives after both.
+        marker = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_02"))
+        try:
+            publish(marker, status_topic("vehicle_02"), b"online")
+        finally:
+            mqtt.stop(marker)
+        wait_until(lambda: len(dashboard.snapshot()) == 2, CONNECT_TIMEOUT_S, message="dashboard sees the marker")
+    assert {m.topic for m in collector.snapshot()} == {data_topic("vehicle_01")}
+    assert {m.topic for m in dashboard.snapshot()} == {status_topic("vehicle_01"), status_topic("vehicle_02")}
+    assert other_device.snapshot() == []
+
+
+def with_optional_block(config: Path, name: str, destination: Path) -> Path:
+    """The config with its commented-out `# OPTIONAL[name]` block switched on, as a user would uncomment it."""
+    lines = config.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"# OPTIONAL[{name}]"))
+    enabled = 0
+    for index in range(start + 1, len(lines)):
+        line = lines[index]
+        if not line.strip():
+            break
+        if line.startswith("#") and not line.startswith("# "):
+            lines[index] = line[1:]
+            enabled += 1
+    assert enabled, f"no commented settings after OPTIONAL[{name}] in {config.name}"
+    destination.write_text("\n".join(lines) + "\n")
+    return destination
+
+
+def test_the_optional_certificate_listener_takes_the_user_name_from_the_certificate(
+    tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
+) -> None:
+    config = with_optional_block(SECURE_CONFIG, "certificate-identity", tmp_path / "identity.conf")
+    broker = start_broker(
+        config,
+        name="identity",
+        extra_ports={TLS_PORT: free_port(), 8884: free_port()},
+        config_dir=secure_setup.config_dir,
+    )
+    certificate_only = device_settings(
+        tmp_path,
+        broker,
+        secure_setup,
+        "vehicle_01",
+        mqtt_broker_port=broker.ports[8884],
+        mqtt_username="",
+        mqtt_password="",
+    )
+    with Witness(
+        broker.host, broker.port, ("#",), username="collector", password=secure_setup.passwords["collector"]
+    ) as w:
+        device = connected_client(certificate_only)
+        try:
+            publish(device, data_topic("vehicle_02"), reading("vehicle_02", 1))
+            publish(device, data_topic("vehicle_01"), reading("vehicle_01", 1))
+        finally:
+            mqtt.stop(device)
+        wait_until(lambda: w.snapshot(), CONNECT_TIMEOUT_S, message="the collector user receives vehicle_01's reading")
+    assert [m.topic for m in w.snapshot()] == [data_topic("vehicle_01")]
+    assert "u'vehicle_01'" in broker.log_text()
+    assert "Denied PUBLISH from vehicle_01" in broker.log_text()
+    outcome = try_connect(certificate_only.with_overrides(mqtt_certfile="", mqtt_keyfile="", mqtt_client_id="no-cert"))
+    assert not outcome.connected
+
+
+def test_the_optional_websockets_listener_requires_a_password(
+    tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
+) -> None:
+    config = with_optional_block(SECURE_CONFIG, "websockets", tmp_path / "websockets.conf")
+    broker = start_broker(
+        config, name="ws", extra_ports={TLS_PORT: free_port(), 9001: free_port()}, config_dir=secure_setup.config_dir
+    )
+
+    def connack(username: str | None, password: str | None) -> Any:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"ws-{username}", transport="websockets")
+        if username:
+            client.username_pw_set(username, password)
+        result: list[Any] = []
+        client.on_connect = lambda c, u, flags, reason_code, props: result.append(reason_code)
+        client.connect(broker.host, broker.ports[9001])
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not result and time.monotonic() < deadline:
+            client.loop(0.05)
+        client.disconnect()
+        assert result, "no CONNACK over websockets"
+        return result[0]
+
+    assert not connack("dashboard", secure_setup.passwords["dashboard"]).is_failure
+    assert connack("dashboard", "wrong").is_failure
+    assert connack(None, None).is_failure
