@@ -59,15 +59,33 @@ class Received:
 
 
 class Witness:
-    """An independent MQTT subscriber that records everything it sees (auto-ack, clean session)."""
+    """An independent MQTT subscriber that records everything it sees (auto-ack, clean session).
 
-    def __init__(self, host: str, port: int, topics: Iterable[str] = ("#",), *, qos: int = 1, **client_kwargs: Any):
+    With `client_id` and `clean_session=False` it keeps a persistent session, so the broker queues
+    for it while it is away (a broker restart) and it misses nothing it had subscribed to.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: Iterable[str] = ("#",),
+        *,
+        qos: int = 1,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        **client_kwargs: Any,
+    ):
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._topics = list(topics)
         self._qos = qos
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"witness-{os.getpid()}-{id(self)}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"witness-{os.getpid()}-{id(self)}",
+            clean_session=clean_session,
+        )
         if client_kwargs.get("username"):
             self.client.username_pw_set(client_kwargs["username"], client_kwargs.get("password"))
         if client_kwargs.get("tls"):
