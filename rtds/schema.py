@@ -28,6 +28,7 @@ STATUS_OFFLINE = "offline"
 
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_LABEL_LENGTH = 128
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer in both SQLite and InfluxDB
 
 # Float fields of the wire payload, in the seed's order.
 MEASUREMENT_FIELDS = (
@@ -186,12 +187,18 @@ def parse_message(
         )
     values["timestamp"] = timestamp
     for name in MEASUREMENT_FIELDS:
-        if document.get(name) is not None:
+        value = document.get(name)
+        if value is None:
+            continue
+        # The collector's hot path: orjson never produces NaN or Infinity, so a float needs no more checks.
+        if type(value) is float:
+            values[name] = value
+        else:
             values[name] = _number(document, name)
     seq = document.get("seq")
     if seq is not None:
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise InvalidMessage("wrong_type", f"'seq' must be a whole number of 0 or more, not {seq!r}")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+            raise InvalidMessage("wrong_type", f"'seq' must be a whole number from 0 to {MAX_SEQ}, not {seq!r}")
         values["seq"] = seq
     label = document.get("detection_label")
     if label is not None and label != "":
@@ -214,9 +221,10 @@ def _decode_json(payload: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         error = exc
-    # orjson refuses NaN/Infinity; the standard library accepts them, which tells the two cases apart.
+    # orjson refuses NaN/Infinity and numbers too big for a double (1e400); the standard library
+    # accepts them, which tells those cases apart from broken JSON.
     try:
-        json.loads(payload, parse_constant=_raise_not_finite)
+        json.loads(payload, parse_constant=_raise_not_finite, parse_float=_finite_float)
     except InvalidMessage:
         raise
     except (ValueError, UnicodeDecodeError):
@@ -226,6 +234,13 @@ def _decode_json(payload: bytes) -> Any:
 
 def _raise_not_finite(token: str) -> None:
     raise InvalidMessage("not_finite", f"{token} is not a finite number")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        _raise_not_finite(token[:40])
+    return value
 
 
 def _number(document: dict[str, Any], key: str) -> float:
@@ -252,4 +267,8 @@ def _flatten_nested(document: dict[str, Any]) -> dict[str, Any]:
             node = node[step]
         if node is not None:
             flat[name] = node
+    telemetry = document.get("telemetry") or {}
+    for part in ("memory", "disk", "network"):
+        if telemetry.get(part) is not None and not isinstance(telemetry[part], dict):
+            raise InvalidMessage("wrong_type", f"'telemetry.{part}' must be an object")
     return flat

@@ -8,14 +8,16 @@ each device's newest time so that "latest per device" stays cheap with millions 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import sqlite3
 import threading
 import time as clock
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtds.errors import StoreRejected, StoreUnavailable
+from rtds.errors import StoreMisconfigured, StoreRejected, StoreUnavailable
 from rtds.schema import FIELD_TYPES, MEASUREMENT, STORED_FIELDS, TelemetryRecord
 from rtds.settings import Settings
 from rtds.store import LatencySample, StoreHealth
@@ -39,14 +41,20 @@ CREATE TABLE IF NOT EXISTS device_latest (
 ) WITHOUT ROWID;
 """
 
-_INSERT = f"INSERT OR REPLACE INTO {MEASUREMENT} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-_UPSERT_LATEST = (
-    "INSERT INTO device_latest (device_id, time) VALUES (?, ?) "
-    "ON CONFLICT (device_id) DO UPDATE SET time = excluded.time WHERE excluded.time > device_latest.time"
+_INSERT = f"INSERT OR REPLACE INTO {MEASUREMENT} ({', '.join(COLUMNS)}) VALUES "
+_UPSERT_LATEST = "INSERT INTO device_latest (device_id, time) VALUES "
+_UPSERT_LATEST_CONFLICT = (
+    " ON CONFLICT (device_id) DO UPDATE SET time = excluded.time WHERE excluded.time > device_latest.time"
 )
+# Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and executemany steps
+# once per row: with the collector's MQTT thread busy, a 250-row executemany then took 10x longer, waiting
+# for the GIL 250 times. Multi-row statements of power-of-two sizes need a few steps and a few cached plans.
+_MAX_ROWS_PER_STATEMENT = 256
 _WRITE_BUSY_TIMEOUT_MS = 2_000
 _READ_BUSY_TIMEOUT_MS = 5_000
 _RETRYABLE_MESSAGES = ("locked", "busy", "readonly", "read-only", "disk i/o", "unable to open", "full")
+# The file is not ours, or not our schema: no retry helps and no batch is to blame; an operator must act.
+_MISCONFIGURED_MESSAGES = ("not a database", "file is encrypted", "no such table", "no such column", "has no column")
 
 
 def connect(path: str | Path, *, busy_timeout_ms: int, synchronous: str = "full") -> sqlite3.Connection:
@@ -95,8 +103,12 @@ class SQLiteStore:
                 writer = self._writer
                 writer.execute("BEGIN IMMEDIATE")
                 try:
-                    writer.executemany(_INSERT, rows)
-                    writer.executemany(_UPSERT_LATEST, newest.items())
+                    largest = _rows_per_statement(writer)
+                    for chunk in _chunks(rows, largest):
+                        writer.execute(_values_sql(_INSERT, len(COLUMNS), len(chunk)), _flat(chunk))
+                    for chunk in _chunks(list(newest.items()), largest):
+                        sql = _values_sql(_UPSERT_LATEST, 2, len(chunk)) + _UPSERT_LATEST_CONFLICT
+                        writer.execute(sql, _flat(chunk))
                     writer.execute("COMMIT")
                 except BaseException:
                     if writer.in_transaction:
@@ -105,9 +117,19 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 self._drop_writer_if_broken(exc)
                 message = f"SQLite write to {self.path} failed: {exc}"
+                if _is_misconfigured(exc):
+                    raise StoreMisconfigured(
+                        f"{message}. SQLITE_PATH must name an SQLite file written by this project; "
+                        "move the file away or point SQLITE_PATH at a new one"
+                    ) from exc
                 if _is_retryable(exc):
                     raise StoreUnavailable(message) from exc
                 raise StoreRejected(message) from exc
+            except (OverflowError, ValueError, TypeError) as exc:
+                # A value SQLite cannot bind (an integer beyond 64 bits): the batch's content is at fault.
+                raise StoreRejected(f"SQLite cannot store this batch: {exc}") from exc
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot open {self.path} for writing: {exc}") from exc
 
     def _drop_writer_if_broken(self, exc: sqlite3.Error) -> None:
         if self._writer is not None and not isinstance(exc, sqlite3.IntegrityError):
@@ -215,6 +237,36 @@ class SQLiteStore:
         self._readers = threading.local()
 
 
+def _rows_per_statement(connection: sqlite3.Connection) -> int:
+    """The largest power of two up to 256 whose rows fit SQLite's bound-variable limit (999 before 3.32)."""
+    fitting = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS)
+    size = _MAX_ROWS_PER_STATEMENT
+    while size > max(fitting, 1):
+        size //= 2
+    return size
+
+
+def _chunks(rows: Sequence[tuple[Any, ...]], largest: int) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """Slices of power-of-two lengths, largest first (250 rows -> 128, 64, 32, 16, 8, 2)."""
+    start = 0
+    size = largest
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        yield rows[start : start + size]
+        start += size
+
+
+@functools.cache
+def _values_sql(prefix: str, columns: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return prefix + ", ".join([row] * rows)
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return list(itertools.chain.from_iterable(rows))
+
+
 def _row(record: TelemetryRecord, collector: str, write_time: float) -> tuple[Any, ...]:
     return (
         record.device_id,
@@ -254,6 +306,11 @@ def _checked_fields(names: Sequence[str]) -> list[str]:
     if unknown or not names:
         raise ValueError(f"unknown field(s) {unknown}; choose from {', '.join(STORED_FIELDS)}")
     return list(names)
+
+
+def _is_misconfigured(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return any(words in text for words in _MISCONFIGURED_MESSAGES)
 
 
 def _is_retryable(exc: sqlite3.Error) -> bool:

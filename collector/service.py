@@ -1,0 +1,404 @@
+"""The collector: MQTT messages in, batches into the store, each message acked only after its batch is durable.
+
+Three threads:
+- paho's network thread runs the callbacks. `on_message` parses the payload and appends one tuple to a
+  deque; it never logs per message, never waits on the store and never raises.
+- one writer thread does group commit: it takes whatever is buffered (up to COLLECTOR_BATCH_SIZE), writes
+  it, then acks it. An idle writer writes a lone message at once; under load the next batch fills while
+  the previous write runs, so no message waits for a timer and the broker's in-flight window cannot stall
+  us. COLLECTOR_FLUSH_INTERVAL_MS bounds how long the writer sleeps when it sees nothing to do.
+- a summary thread logs the counters every COLLECTOR_SUMMARY_INTERVAL_S.
+
+Acks go out only after the store has the message, and only on the connection that delivered it
+(collector/acks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import paho.mqtt.client as paho
+
+from collector.acks import Acknowledger
+from collector.counters import CollectorCounters, describe
+from collector.retry import Abandoned, Retrier, RetryPolicy
+from rtds import mqtt
+from rtds.errors import InvalidMessage, StoreRejected
+from rtds.logs import RateLimitedLog
+from rtds.schema import DATA_SUBSCRIPTIONS, TelemetryRecord, data_topic, encode_payload, parse_message
+from rtds.settings import Settings
+from rtds.store import StoreWriter
+from rtds.store.deadletter import DeadLetter, DeadLetterStore
+
+log = logging.getLogger(__name__)
+
+COLLECTOR_NAME = "python"
+SHUTDOWN_TIMEOUT_S = 8.0  # under Docker's default 10 s stop grace period
+MIN_BUFFERED = 5_000
+DEAD_LETTER_BATCH = 1_000
+# Under load, batches start at least this far apart so they fill (group commit); a lone message is not delayed.
+MIN_BATCH_SPACING_S = 0.002
+NEVER = 1 << 62
+
+# (record or dead letter, mid, qos, epoch)
+Pending = tuple[TelemetryRecord, int, int, int]
+Refused = tuple[DeadLetter, int, int, int]
+T = TypeVar("T")
+
+
+def subscriptions(settings: Settings) -> tuple[str, ...]:
+    """The data topics, as shared subscriptions when COLLECTOR_SHARED_GROUP is set."""
+    group = settings.collector_shared_group
+    return tuple(f"$share/{group}/{topic}" if group else topic for topic in DATA_SUBSCRIPTIONS)
+
+
+def describe_store(settings: Settings) -> str:
+    if settings.store == "sqlite":
+        return f"SQLite at {settings.sqlite_path} (synchronous={settings.sqlite_synchronous})"
+    return f"InfluxDB at {settings.influxdb_url}, bucket {settings.influxdb_bucket!r}"
+
+
+class Collector:
+    """Subscribe, batch, write, ack. `start()` returns at once; `stop()` drains, acks and disconnects."""
+
+    def __init__(self, settings: Settings, store: StoreWriter, dead_letters: DeadLetterStore) -> None:
+        self.settings = settings
+        self.counters = CollectorCounters()
+        self.topics = subscriptions(settings)
+        self.retry_policy = RetryPolicy.from_settings(settings)
+        self._store = store
+        self._dead_letters = dead_letters
+        self._batch_size = settings.collector_batch_size
+        self._max_buffered = max(MIN_BUFFERED, 4 * settings.collector_batch_size)
+        self._idle_wait_s = settings.collector_flush_interval_ms / 1000
+        self._pending: deque[Pending] = deque()
+        self._refused: deque[Refused] = deque()
+        self._wake = threading.Event()
+        self._wake_at = NEVER  # on_message wakes the writer once this many records are buffered
+        self._room = threading.Event()  # set by the writer each time it takes a batch
+        self._accepting = True
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._subscribed = threading.Event()
+        self.failed = threading.Event()  # the writer died of a bug; the process should exit and be restarted
+        self._acks = Acknowledger(self.counters)
+        self._connected_before = False
+        self._warn = RateLimitedLog(log, 10.0)
+        self._client: paho.Client | None = None
+        self._threads: list[threading.Thread] = []
+        self._started_at = 0.0
+        self._in_hand = 0  # taken from a buffer by the writer, not yet acked
+        self.unwritten = 0
+        self._retrier = Retrier(
+            self.retry_policy,
+            self.counters,
+            stopping=self._stopping,
+            abandon=self._abandon,
+            buffered=lambda: self.buffered,
+            before_wait=self._acks.send,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.settings
+        client = mqtt.make_client(settings, settings.mqtt_client_id, clean_session=False, manual_ack=True)
+        client.suppress_exceptions = True
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        self._acks.client = client
+        self._started_at = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._run_writer, name="collector-writer", daemon=True),
+            threading.Thread(target=self._run_summary, name="collector-summary", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info(
+            "collecting %s from %s:%d as client %r into %s (batches of up to %d; dead letters in %s)",
+            ", ".join(self.topics),
+            settings.mqtt_broker_host,
+            settings.mqtt_broker_port,
+            settings.mqtt_client_id,
+            describe_store(settings),
+            self._batch_size,
+            settings.dead_letter_path,
+        )
+        mqtt.start(client, settings)
+
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        return self._subscribed.wait(timeout_s)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending) + len(self._refused) + self._in_hand
+
+    def stop(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Stop taking messages, write and ack what is buffered, disconnect, log the summary.
+
+        Returns False when the store would not take the buffer within `timeout_s`; those messages were
+        not acked, so the broker delivers them again to the next collector with this client id.
+        """
+        self._accepting = False
+        self._stopping.set()
+        self._wake.set()
+        self._room.set()
+        writer, summary = self._threads or (None, None)
+        if writer is not None:
+            writer.join(timeout_s)
+            if writer.is_alive():
+                self._abandon.set()
+                writer.join()
+        if self._client is not None:
+            self._acks.send()
+            mqtt.stop(self._client)
+        if summary is not None:
+            summary.join()
+        self.unwritten = self.buffered
+        if self.unwritten:
+            log.warning(
+                "stopped with %d messages not written (the store did not take them within %.0f s); they were "
+                "not acknowledged, so the broker delivers them again when the collector restarts",
+                self.unwritten,
+                timeout_s,
+            )
+        elapsed_s = time.monotonic() - self._started_at
+        log.info(
+            "collector stopped after %.1f s: %s",
+            elapsed_s,
+            describe(self.counters.snapshot(), elapsed_s, buffered=self.unwritten),
+        )
+        return self.unwritten == 0 and not self.failed.is_set()
+
+    # --- MQTT callbacks (paho's thread; each catches everything, or paho's loop would die) ----
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            if self._acks.posted:
+                self._acks.send()
+            if not self._accepting:
+                return  # not acked: the broker redelivers it to the next session
+            self.counters.received += 1
+            now = time.time()
+            try:
+                record = parse_message(
+                    message.topic,
+                    message.payload,
+                    now=now,
+                    max_payload_bytes=self.settings.collector_max_payload_bytes,
+                    max_clock_skew_s=self.settings.collector_max_clock_skew_s,
+                )
+            except InvalidMessage as exc:
+                self._refuse(message, exc, now)
+                return
+            record.collector_receive_time = now
+            pending = self._pending
+            pending.append((record, message.mid, message.qos, self._acks.epoch))
+            buffered = len(pending)
+            if buffered >= self._wake_at:
+                self._wake.set()
+            if buffered >= self._max_buffered:
+                self._wait_for_room()
+        except Exception:
+            log.exception("unexpected error handling a message on %r; it stays unacked", message.topic)
+
+    def _refuse(self, message: paho.MQTTMessage, exc: InvalidMessage, now: float) -> None:
+        topic = message.topic
+        self.counters.count_rejected(exc.reason)
+        self._warn.warning(exc.reason, "rejected a message on %r: %s", topic, exc)
+        letter = DeadLetter(now, exc.reason, exc.detail, topic, bytes(message.payload))
+        self._refused.append((letter, message.mid, message.qos, self._acks.epoch))
+        self._wake.set()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: hold paho's thread (so TCP pushes back on the broker) until the writer catches up."""
+        self._warn.warning(
+            "buffer_full",
+            "%d messages buffered and not yet written; pausing intake until the store catches up",
+            len(self._pending),
+        )
+        while len(self._pending) >= self._max_buffered and self._accepting:
+            self._room.clear()
+            if len(self._pending) >= self._max_buffered:
+                self._room.wait(0.1)
+
+    def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
+        try:
+            self._acks.connection_changed()
+        except Exception:
+            log.exception("unexpected error before connecting")
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        try:
+            if reason_code.is_failure:
+                log.error("the broker refused the connection: %s", mqtt.explain_connect_failure(reason_code))
+                return
+            self._acks.connection_changed()
+            mqtt.set_nodelay(client)
+            client.subscribe([(topic, 1) for topic in self.topics])
+            where = f"{self.settings.mqtt_broker_host}:{self.settings.mqtt_broker_port}"
+            if self._connected_before and not flags.session_present:
+                log.warning(
+                    "reconnected to %s but the broker had no session for %r: messages published while we were "
+                    "away are lost (is persistence on, and did the broker shut down cleanly?)",
+                    where,
+                    self.settings.mqtt_client_id,
+                )
+            else:
+                log.info("connected to %s (session present: %s)", where, flags.session_present)
+            self._connected_before = True
+        except Exception:
+            log.exception("unexpected error after connecting")
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._warn.warning(
+            "connect_fail",
+            "cannot reach the MQTT broker at %s:%d; retrying (start Mosquitto, or fix MQTT_BROKER_HOST/PORT)",
+            self.settings.mqtt_broker_host,
+            self.settings.mqtt_broker_port,
+        )
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        try:
+            self._acks.connection_changed()
+            self._subscribed.clear()
+            if not self._stopping.is_set():
+                log.warning(
+                    "lost the connection to the broker (%s); reconnecting. Messages not yet acked will be "
+                    "delivered again",
+                    reason_code,
+                )
+        except Exception:
+            log.exception("unexpected error after disconnecting")
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
+        try:
+            refused = [str(code) for code in reason_codes if code.is_failure]
+            if refused:
+                log.error(
+                    "the broker refused the subscription to %s (%s); check the broker's ACL for this user",
+                    ", ".join(self.topics),
+                    ", ".join(refused),
+                )
+                return
+            log.info("subscribed to %s at QoS 1", ", ".join(self.topics))
+            self._subscribed.set()
+        except Exception:
+            log.exception("unexpected error after subscribing")
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        batch_started = 0.0
+        try:
+            while True:
+                if self._refused:
+                    refused = _take(self._refused, DEAD_LETTER_BATCH)
+                    self._in_hand = len(refused)
+                    self._write_refused(refused)
+                    self._in_hand = 0
+                elif self._pending:
+                    # Writing at once is right for a lone message; a stream arriving as fast as we write
+                    # would otherwise be written one or two records at a time, each a thread hand-off.
+                    linger_s = batch_started + MIN_BATCH_SPACING_S - time.monotonic()
+                    if linger_s > 0 and len(self._pending) < self._batch_size and not self._stopping.is_set():
+                        self._wait_for(self._batch_size, linger_s)
+                    batch_started = time.monotonic()
+                    batch = _take(self._pending, self._batch_size)
+                    self._room.set()
+                    self._in_hand = len(batch)
+                    self._write_batch(batch)
+                    self._in_hand = 0
+                elif self._stopping.is_set():
+                    self._acks.send()
+                    return
+                else:
+                    if self._acks.posted:
+                        self._acks.send()  # no message may come to carry them
+                    self._wait_for(1, self._idle_wait_s)
+        except Abandoned:
+            return
+        except Exception:
+            log.exception("the collector's writer failed; stopping (what it held is unacked and will be redelivered)")
+            self.failed.set()
+
+    def _wait_for(self, count: int, timeout_s: float) -> None:
+        """Sleep until `count` records are buffered, a message is refused, stop() is called, or the timeout."""
+        self._wake_at = count
+        if len(self._pending) < count and not self._refused and not self._stopping.is_set():
+            self._wake.wait(timeout_s)
+        self._wake_at = NEVER
+        self._wake.clear()
+
+    def _write_batch(self, batch: list[Pending]) -> None:
+        refused = self._store_records([item[0] for item in batch])
+        if refused:
+            now = time.time()
+            letters = [
+                DeadLetter(now, "store_rejected", detail, data_topic(record.device_id), encode_payload(record))
+                for record, detail in refused
+            ]
+            self.counters.count_rejected("store_rejected", len(letters))
+            self._warn.warning("store_rejected", "the store refused %d records: %s", len(letters), refused[0][1])
+            self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
+            self.counters.dead_lettered += len(letters)
+        self._acks.post(batch)
+
+    def _store_records(self, records: Sequence[TelemetryRecord]) -> list[tuple[TelemetryRecord, str]]:
+        """Write the records, retrying while the store is unavailable; return those it refused, with why.
+
+        A refused batch is split in halves until the refused records are alone, so one bad record
+        does not send 249 good ones to the dead-letter table.
+        """
+        try:
+            self._retrier.run(lambda: self._timed_write(records), what=f"a batch of {len(records)} records")
+            return []
+        except StoreRejected as exc:
+            if len(records) == 1:
+                return [(records[0], str(exc))]
+            middle = len(records) // 2
+            return self._store_records(records[:middle]) + self._store_records(records[middle:])
+
+    def _timed_write(self, records: Sequence[TelemetryRecord]) -> None:
+        started = time.perf_counter()
+        self._store.write(records, collector=COLLECTOR_NAME, write_time=time.time())
+        self.counters.count_batch(len(records), time.perf_counter() - started)
+
+    def _write_refused(self, items: list[Refused]) -> None:
+        letters = [item[0] for item in items]
+        self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
+        self.counters.dead_lettered += len(letters)
+        self._acks.post(items)
+
+    # --- the summary thread ---------------------------------------------------------------
+
+    def _run_summary(self) -> None:
+        interval_s = self.settings.collector_summary_interval_s
+        previous = self.counters.snapshot()
+        previous_at = time.monotonic()
+        while not self._stopping.wait(interval_s):
+            try:
+                window, previous = self.counters.take_window(previous)
+                now = time.monotonic()
+                log.info(
+                    "last %.0f s: %s", now - previous_at, describe(window, now - previous_at, buffered=self.buffered)
+                )
+                previous_at = now
+            except Exception:
+                log.exception("could not summarise the counters")
+
+
+def _take(buffer: deque[T], limit: int) -> list[T]:
+    count = min(len(buffer), limit)
+    popleft = buffer.popleft
+    return [popleft() for _ in range(count)]
