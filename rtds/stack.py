@@ -58,6 +58,7 @@ class Stack:
         self._start_broker()
         env = {"DEVICE_COUNT": str(self.device_count)}
         self._start_service("collector", ["collector/mqtt_collector.py"], env)
+        self._wait_for_subscription()
         self._start_service("devices", ["devices/run_devices.py", "--count", str(self.device_count)], env)
         if self.with_dashboard:
             if port_open(self.settings.flask_host, self.settings.flask_port):
@@ -114,6 +115,18 @@ class Stack:
         )
         service.start()
         self.services.append((name, service))
+
+    def _wait_for_subscription(self, timeout_s: float = 30.0) -> None:
+        """On a first run the collector's session does not exist yet: readings published before it
+        subscribes would reach nobody, so the devices start only once it has subscribed."""
+        collector = self.services[-1][1]
+        deadline = time.monotonic() + timeout_s
+        while "subscribed to" not in collector.log_text():
+            if not collector.running():
+                raise ConfigError(f"the collector stopped at start; see {collector.log_path}")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the collector did not subscribe within {timeout_s:.0f} s; see {collector.log_path}")
+            time.sleep(0.05)
 
     def crashed(self) -> list[str]:
         return [name for name, service in self.services if not service.running()]
