@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import shutil
 import threading
 import time
@@ -295,11 +296,12 @@ def browser_page(chromium: Any) -> Iterator[PageWatch]:
 
 
 def save_screenshot(page: Any, name: str, *, publish: bool = False, full_page: bool = False) -> Path:
-    """Into testing/artifacts/; with `publish`, also into docs/screenshots/ (committed, shown in the README)."""
+    """Into testing/artifacts/; with `publish` and RTDS_PUBLISH_SCREENSHOTS=1, also into docs/screenshots/
+    (committed, shown in the README), so that an ordinary test run leaves the work tree clean."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    if publish:
+    if publish and os.environ.get("RTDS_PUBLISH_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
     return path
