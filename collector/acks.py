@@ -37,9 +37,9 @@ class Acknowledger:
         with self._lock:
             self.epoch += 1
 
-    def post(self, items: Iterable[tuple[Any, int, int, int]]) -> None:
-        """(anything, mid, qos, epoch) of messages now stored; QoS 0 messages need no ack."""
-        self._posted.extend((mid, qos, epoch) for _, mid, qos, epoch in items if qos)
+    def post(self, items: Iterable[tuple[Any, ...]]) -> None:
+        """Messages now stored, as tuples ending in (mid, qos, epoch); QoS 0 messages need no ack."""
+        self._posted.extend(item[-3:] for item in items if item[-2])
 
     @property
     def posted(self) -> bool:

@@ -48,6 +48,7 @@ MEASUREMENT_FIELDS = (
     "detection_confidence",
 )
 REQUIRED_KEYS = ("device_id", "timestamp", "speed")
+_FLOAT_OR_ABSENT = frozenset((float, type(None)))
 
 # What a stored point carries, in both stores.
 TAG_KEYS = ("device_id", "collector", "detection_label")
@@ -178,29 +179,23 @@ def parse_message(
     if device_id != topic_device_id:
         raise InvalidMessage("device_id_mismatch", f"payload device_id {device_id!r} differs from topic {topic!r}")
 
-    values: dict[str, Any] = {"device_id": device_id}
     timestamp = _number(document, "timestamp")
     if abs(timestamp - now) > max_clock_skew_s:
         raise InvalidMessage(
             "timestamp_out_of_range",
             f"timestamp {timestamp} is more than {max_clock_skew_s:.0f} s from now ({now:.0f})",
         )
-    values["timestamp"] = timestamp
-    for name in MEASUREMENT_FIELDS:
-        value = document.get(name)
-        if value is None:
-            continue
-        # The collector's hot path: orjson never produces NaN or Infinity, so a float needs no more checks.
-        if type(value) is float:
-            values[name] = value
-        else:
-            values[name] = _number(document, name)
-    seq = document.get("seq")
-    if seq is not None:
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
-            raise InvalidMessage("wrong_type", f"'seq' must be a whole number from 0 to {MAX_SEQ}, not {seq!r}")
-        values["seq"] = seq
-    label = document.get("detection_label")
+    get = document.get
+    measured = [get(name) for name in MEASUREMENT_FIELDS]
+    # The collector's hot path: orjson never produces NaN or Infinity, so floats need no more checks.
+    if not _FLOAT_OR_ABSENT.issuperset(map(type, measured)):
+        for index, value in enumerate(measured):
+            if value is not None and type(value) is not float:
+                measured[index] = _number(document, MEASUREMENT_FIELDS[index])
+    seq = get("seq")
+    if seq is not None and (type(seq) is not int or not 0 <= seq <= MAX_SEQ):
+        raise InvalidMessage("wrong_type", f"'seq' must be a whole number from 0 to {MAX_SEQ}, not {seq!r}")
+    label = get("detection_label")
     if label is not None and label != "":
         if not isinstance(label, str):
             raise InvalidMessage("wrong_type", f"'detection_label' must be a string, not {type(label).__name__}")
@@ -208,12 +203,13 @@ def parse_message(
             raise InvalidMessage(
                 "wrong_type", f"'detection_label' must be printable and at most {MAX_LABEL_LENGTH} characters"
             )
-        values["detection_label"] = label
-    replayed = document.get("replayed", False)
+    replayed = get("replayed", False)
     if not isinstance(replayed, bool):
         raise InvalidMessage("wrong_type", f"'replayed' must be true or false, not {replayed!r}")
-    values["replayed"] = replayed
-    return TelemetryRecord(**values)
+    # Positional, in the dataclass's field order: about 1 µs less than keywords on every message.
+    return TelemetryRecord(
+        device_id, timestamp, measured[0], seq, *measured[1:13], label or None, measured[13], replayed
+    )
 
 
 def _decode_json(payload: bytes) -> Any:
