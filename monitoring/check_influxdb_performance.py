@@ -21,13 +21,12 @@ from monitoring.cli_support import (
     format_ms,
     load_tool_settings,
     print_json,
-    progress,
+    read_samples_with_progress,
     report_failure,
     resolve_window,
     tool_parser,
 )
 from monitoring.latency import choose_window_s
-from monitoring.samples import read_samples
 from monitoring.write_pattern import analyse_writes
 from rtds.settings import Settings
 from rtds.store import open_store
@@ -76,8 +75,7 @@ def run(
 ) -> dict[str, Any]:
     store = open_store(settings)
     try:
-        with progress("reading points", enabled=show) as update:
-            samples = read_samples(store, since, until, on_progress=update)
+        samples = read_samples_with_progress(store, since, until, show=show)
         health = store.health()
     finally:
         store.close()

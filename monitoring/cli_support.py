@@ -19,9 +19,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from monitoring.samples import SampleSet, read_samples
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.settings import STORE_NAMES, Settings, load_settings, parse_duration_s
+from rtds.store import StoreReader
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -193,3 +195,9 @@ def report_failure(prog: str, message: str) -> int:
     """One line on stderr naming the problem; exit status 1."""
     print(f"{prog}: {message}", file=sys.stderr)
     return 1
+
+
+def read_samples_with_progress(store: StoreReader, since: float, until: float, *, show: bool = True) -> SampleSet:
+    """Every point's timings in [since, until), with a progress bar while they are read."""
+    with progress("reading points", enabled=show) as update:
+        return read_samples(store, since, until, on_progress=update)

@@ -22,6 +22,7 @@ from monitoring.cli_support import (
     load_tool_settings,
     print_json,
     progress,
+    read_samples_with_progress,
     report_failure,
     resolve_window,
     tool_parser,
@@ -30,7 +31,6 @@ from monitoring.collected import load_collected
 from monitoring.collected_report import collected_markdown, collected_summary, draw_collected_charts, select_records
 from monitoring.latency import choose_window_s
 from monitoring.report import MARKDOWN_FILE, build_store_report, draw_store_charts, store_markdown
-from monitoring.samples import read_samples
 from rtds.settings import Settings
 from rtds.store import open_store
 
@@ -122,8 +122,7 @@ def run_store(
 ) -> dict[str, Any]:
     store = open_store(settings)
     try:
-        with progress("reading points", enabled=show) as update:
-            samples = read_samples(store, since, until, on_progress=update)
+        samples = read_samples_with_progress(store, since, until, show=show)
     finally:
         store.close()
     if not len(samples):

@@ -24,12 +24,11 @@ from monitoring.cli_support import (
     format_time,
     load_tool_settings,
     print_json,
-    progress,
+    read_samples_with_progress,
     resolve_window,
     tool_parser,
 )
 from monitoring.latency import find_gaps, summarize
-from monitoring.samples import read_samples
 from monitoring.spikes import find_spikes
 from rtds.settings import Settings
 from rtds.store import open_store
@@ -83,8 +82,7 @@ def run(
 ) -> dict[str, Any]:
     store = open_store(settings)
     try:
-        with progress("reading points", enabled=show) as update:
-            samples = read_samples(store, since, until, on_progress=update)
+        samples = read_samples_with_progress(store, since, until, show=show)
     finally:
         store.close()
     gaps = find_gaps(samples.receive, gap_s)

@@ -26,12 +26,11 @@ from monitoring.cli_support import (
     format_ms,
     load_tool_settings,
     print_json,
-    progress,
+    read_samples_with_progress,
     resolve_window,
     tool_parser,
 )
 from monitoring.latency import summarize
-from monitoring.samples import read_samples
 from rtds.schema import MEASUREMENT_FIELDS, STORED_FIELDS
 from rtds.settings import Settings
 from rtds.store import open_store
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(settings: Settings, since: float, until: float, *, show: bool = True) -> dict[str, Any]:
     store = open_store(settings)
     try:
-        with progress("reading points", enabled=show) as update:
-            samples = read_samples(store, since, until, on_progress=update)
+        samples = read_samples_with_progress(store, since, until, show=show)
         latest = store.latest()
         last_seen = store.last_seen()
     finally:
