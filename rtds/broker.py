@@ -24,6 +24,7 @@ SHIPPED_CONFIG = CONFIG_DIR / "mosquitto.conf"
 DEFAULTS_CONFIG = CONFIG_DIR / "mosquitto.defaults.conf"
 CONTAINER_CONFIG_DIR = "/mosquitto/config"
 CONTAINER_DATA_DIR = "/mosquitto/data"
+SAVE_LOG_LINE = "Saving in-memory database"
 
 INSTALL_HINTS = {
     "apt-get": "sudo apt-get install -y mosquitto mosquitto-clients",
@@ -177,6 +178,17 @@ class MosquittoBroker:
     def _close_pipes(self) -> None:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
+
+    def wait_for_save(self, timeout_s: float = 10.0) -> None:
+        """Wait until the broker writes its database once more: a kill -9 keeps only what was saved."""
+        saves = self.log_text().count(SAVE_LOG_LINE)
+        deadline = time.monotonic() + timeout_s
+        while self.log_text().count(SAVE_LOG_LINE) <= saves:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mosquitto did not save its database within {timeout_s} s: {self.log_text()[-2000:]}"
+                )
+            time.sleep(0.05)
 
     @property
     def running(self) -> bool:

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rtds.broker import PROJECT_ROOT
-from rtds.settings import Settings, env_name
+from rtds.broker import PROJECT_ROOT, MosquittoBroker
+from rtds.settings import Settings, env_name, load_settings
 
 T = TypeVar("T")
 
@@ -39,6 +39,20 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"not true within {timeout_s} s: {text or condition}")
         time.sleep(interval_s)
+
+
+def isolated_settings(folder: Path, broker: MosquittoBroker | None = None, **overrides: Any) -> Settings:
+    """Settings that read no .env, keep every file under `folder` and, given a broker, point at it."""
+    values: dict[str, Any] = {
+        "sqlite_path": str(folder / "telemetry.db"),
+        "dead_letter_path": str(folder / "dead_letters.db"),
+        "device_queue_dir": str(folder / "queues"),
+        "latency_data_path": str(folder / "latency_samples.json"),
+    }
+    if broker is not None:
+        values.update(mqtt_broker_host=broker.host, mqtt_broker_port=broker.port)
+    values.update(overrides)
+    return load_settings(env_file=None, environ={}).with_overrides(**values)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

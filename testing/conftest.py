@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rtds.broker import SHIPPED_CONFIG, MosquittoBroker
-from rtds.settings import Settings, load_settings
-from rtds.testkit import ServiceProcess
+from rtds.settings import Settings
+from rtds.testkit import ServiceProcess, isolated_settings
 
 BrokerFactory = Callable[..., MosquittoBroker]
 
@@ -39,15 +39,8 @@ def broker(start_broker: BrokerFactory) -> MosquittoBroker:
 @pytest.fixture
 def settings(tmp_path: Path, broker: MosquittoBroker) -> Settings:
     """Settings pointing at the test's broker and at files under tmp_path; no .env is read."""
-    return load_settings(env_file=None, environ={}).with_overrides(
-        mqtt_broker_host=broker.host,
-        mqtt_broker_port=broker.port,
-        mqtt_client_id=f"collector-test-{tmp_path.name}",
-        sqlite_path=str(tmp_path / "telemetry.db"),
-        dead_letter_path=str(tmp_path / "dead_letters.db"),
-        device_queue_dir=str(tmp_path / "queues"),
-        latency_data_path=str(tmp_path / "latency_samples.json"),
-        collector_summary_interval_s=5.0,
+    return isolated_settings(
+        tmp_path, broker, mqtt_client_id=f"collector-test-{tmp_path.name}", collector_summary_interval_s=5.0
     )
 
 

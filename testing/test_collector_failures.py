@@ -78,8 +78,7 @@ def test_kill_9_of_the_broker_mid_run_then_a_restart_on_the_same_port_and_folder
     includes the collector's session: a session younger than the last save would die with the broker."""
     config = collector_settings(settings)
     collector = start_collector(spawn, config)
-    saves = broker.log_text().count("Saving in-memory database")
-    wait_until(lambda: broker.log_text().count("Saving in-memory database") > saves, 10, message=broker.log_text)
+    broker.wait_for_save()
     with Fleet(broker.host, broker.port, 10, interval_s=0.02).start() as fleet:
         wait_until(lambda: stored_count(config.sqlite_path) >= 300, 20, message=collector.log_text)
         subscriptions = collector.log_text().count("subscribed to")

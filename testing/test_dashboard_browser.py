@@ -37,8 +37,8 @@ from werkzeug.security import generate_password_hash
 
 from rtds.broker import MosquittoBroker, free_port
 from rtds.schema import data_topic
-from rtds.settings import Settings, load_settings
-from rtds.testkit import ServiceProcess, wait_until
+from rtds.settings import Settings
+from rtds.testkit import ServiceProcess, isolated_settings, wait_until
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser_page", "chromium"]  # fixtures used by name
@@ -84,14 +84,10 @@ class LiveStack:
 
 
 def stack_settings(broker: MosquittoBroker, folder: Path, **changes: Any) -> Settings:
-    return load_settings(env_file=None, environ={}).with_overrides(
-        mqtt_broker_host=broker.host,
-        mqtt_broker_port=broker.port,
+    return isolated_settings(
+        folder,
+        broker,
         mqtt_client_id=f"dashboard-browser-collector-{folder.name}",
-        sqlite_path=str(folder / "telemetry.db"),
-        dead_letter_path=str(folder / "dead_letters.db"),
-        device_queue_dir=str(folder / "queues"),
-        latency_data_path=str(folder / "latency.json"),
         device_publish_interval_s=1.0,
         dashboard_offline_after_s=OFFLINE_AFTER_S,
         collector_summary_interval_s=30.0,

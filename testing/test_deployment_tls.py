@@ -29,7 +29,7 @@ from rtds import mqtt
 from rtds.broker import CONFIG_DIR, PROJECT_ROOT, MosquittoBroker, free_port
 from rtds.schema import TelemetryRecord, data_topic, encode_payload, status_topic
 from rtds.settings import Settings, load_settings
-from rtds.testkit import ServiceProcess, Witness, wait_until
+from rtds.testkit import ServiceProcess, Witness, isolated_settings, wait_until
 
 SECURE_CONFIG = CONFIG_DIR / "mosquitto.secure.conf"
 MAKE_CERTS = PROJECT_ROOT / "docker" / "mosquitto" / "make_dev_certs.py"
@@ -91,13 +91,7 @@ def secure_broker(start_broker: BrokerFactory, secure_setup: SecureSetup) -> Mos
 
 
 def base_settings(tmp_path: Path) -> Settings:
-    return load_settings(env_file=None, environ={}).with_overrides(
-        sqlite_path=str(tmp_path / "telemetry.db"),
-        dead_letter_path=str(tmp_path / "dead_letters.db"),
-        device_queue_dir=str(tmp_path / "queues"),
-        latency_data_path=str(tmp_path / "latency_samples.json"),
-        collector_summary_interval_s=5.0,
-    )
+    return isolated_settings(tmp_path, collector_summary_interval_s=5.0)
 
 
 def device_settings(

@@ -21,8 +21,8 @@ from devices.telemetry import DeviceTelemetry
 from rtds.broker import MosquittoBroker
 from rtds.cli import main as rtds_main
 from rtds.schema import parse_message
-from rtds.settings import Settings, load_settings
-from rtds.testkit import ServiceProcess, Witness, wait_until
+from rtds.settings import Settings
+from rtds.testkit import ServiceProcess, Witness, isolated_settings, wait_until
 
 DEVICE_SCRIPT = "devices/device_simulator.py"
 FAST_INTERVAL_S = 0.05
@@ -30,19 +30,13 @@ Spawn = Callable[..., ServiceProcess]
 
 
 def device_settings(tmp_path: Path, broker_port: int, **overrides: Any) -> Settings:
-    return load_settings(env_file=None, environ={}).with_overrides(
+    return isolated_settings(
+        tmp_path,
         mqtt_broker_host="127.0.0.1",
         mqtt_broker_port=broker_port,
-        device_queue_dir=str(tmp_path / "queues"),
         device_publish_interval_s=FAST_INTERVAL_S,
         **overrides,
     )
-
-
-def wait_for_broker_save(broker: MosquittoBroker) -> None:
-    """Wait for the broker to write its database: a kill -9 keeps only sessions saved before it."""
-    saves = broker.log_text().count("Saving in-memory database")
-    wait_until(lambda: broker.log_text().count("Saving in-memory database") > saves, 10, message="broker saved")
 
 
 def records_seen(witness: Witness, device_id: str) -> list[dict[str, Any]]:
@@ -184,7 +178,7 @@ def test_broker_killed_for_30_s_devices_queue_then_flush_without_a_gap(
         devices = [spawn(DEVICE_SCRIPT, device_id, settings=settings) for device_id in ids]
         wait_until(lambda: all(len(seqs_seen(witness, d)) >= 20 for d in ids), 30, message="devices publishing")
 
-        wait_for_broker_save(broker)  # the witness's session must be on disk to survive the kill
+        broker.wait_for_save()  # the witness's session must be on disk to survive the kill
         broker.kill()
         killed_at = time.monotonic()
         queue_dir = settings.device_queue_dir

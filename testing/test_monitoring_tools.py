@@ -35,10 +35,10 @@ from monitoring.spikes import find_spikes
 from rtds import cli
 from rtds.broker import PROJECT_ROOT
 from rtds.schema import TelemetryRecord
-from rtds.settings import Settings, load_settings
+from rtds.settings import Settings
 from rtds.store import LatencySample
 from rtds.store.sqlite import SQLiteStore
-from rtds.testkit import settings_env
+from rtds.testkit import isolated_settings, settings_env, wait_until
 
 DEVICES = ("car_0", "car_1", "car_2", "car_3")
 STEP_S = 0.25
@@ -65,13 +65,7 @@ class Scenario:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return load_settings(env_file=None, environ={}).with_overrides(
-        sqlite_path=str(tmp_path / "telemetry.db"),
-        dead_letter_path=str(tmp_path / "dead_letters.db"),
-        device_queue_dir=str(tmp_path / "queues"),
-        latency_data_path=str(tmp_path / "latency_samples.json"),
-        **overrides,
-    )
+    return isolated_settings(tmp_path, **overrides)
 
 
 def use_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -184,11 +178,11 @@ def test_collect_continuous_stops_cleanly_on_ctrl_c(scenario: Scenario, tmp_path
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if output.exists() and len(json.loads(output.read_text())["samples"]) >= 2:
-                break
-            time.sleep(0.1)
+        wait_until(
+            lambda: output.exists() and len(json.loads(output.read_text())["samples"]) >= 2,
+            30,
+            message="two latency samples collected",
+        )
         process.send_signal(2)  # SIGINT, as Ctrl-C
         out, _ = process.communicate(timeout=20)
     finally:

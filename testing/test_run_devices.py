@@ -16,27 +16,20 @@ from devices.offline_queue import read_stats
 from devices.run_devices import device_ids, fleet_table
 from rtds.broker import MosquittoBroker
 from rtds.errors import ConfigError
-from rtds.settings import Settings, load_settings
-from rtds.testkit import ServiceProcess, Witness, wait_until
+from rtds.settings import Settings
+from rtds.testkit import ServiceProcess, Witness, isolated_settings, wait_until
 
 RUNNER = "devices/run_devices.py"
 Spawn = Callable[..., ServiceProcess]
 
 
 def fleet_settings(tmp_path: Path, broker: MosquittoBroker, **overrides: Any) -> Settings:
-    return load_settings(env_file=None, environ={}).with_overrides(
-        mqtt_broker_host=broker.host,
-        mqtt_broker_port=broker.port,
-        device_queue_dir=str(tmp_path / "queues"),
+    return isolated_settings(
+        tmp_path,
+        broker,
         device_status_interval_s=1.0,
         **overrides,
     )
-
-
-def wait_for_broker_save(broker: MosquittoBroker) -> None:
-    """Wait for the broker to write its database: a kill -9 keeps only sessions saved before it."""
-    saves = broker.log_text().count("Saving in-memory database")
-    wait_until(lambda: broker.log_text().count("Saving in-memory database") > saves, 10, message="broker saved")
 
 
 def seqs_by_device(witness: Witness) -> dict[str, list[int]]:
@@ -134,7 +127,7 @@ def test_in_process_fleet_survives_a_broker_crash_without_a_gap(
         wait_until(lambda: all(len(seqs_by_device(witness).get(d, [])) >= 10 for d in ids), 30, message=runner.log_text)
         assert len(psutil.Process(runner.pid).children()) == 0, "in-process mode starts no child processes"
 
-        wait_for_broker_save(broker)  # the witness's session must be on disk to survive the kill
+        broker.wait_for_save()  # the witness's session must be on disk to survive the kill
         broker.kill()
         queue_dir = settings.device_queue_dir
         wait_until(
