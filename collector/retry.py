@@ -70,14 +70,12 @@ class Retrier:
         stopping: threading.Event,
         abandon: threading.Event,
         buffered: Callable[[], int],
-        before_wait: Callable[[], None] = lambda: None,
     ) -> None:
         self.policy = policy
         self._counters = counters
         self._stopping = stopping
         self._abandon = abandon
         self._buffered = buffered
-        self._before_wait = before_wait
         self._misconfigured_reported = False
 
     def run(self, action: Callable[[], T], *, what: str) -> T:
@@ -97,7 +95,6 @@ class Retrier:
                     delay = self.policy.delay_s(failures, exc.retry_after if isinstance(exc, StoreError) else None)
                 if self._stopping.is_set():
                     delay = min(delay, self.policy.first_delay_s)  # shutdown has a deadline: try more often
-                self._before_wait()
                 if self._abandon.wait(delay):
                     raise Abandoned from exc
                 continue

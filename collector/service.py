@@ -1,18 +1,20 @@
 """The collector: MQTT messages in, batches into the store, each message acked only after its batch is durable.
 
 Three threads:
-- paho's network thread runs the callbacks. `on_message` stamps the receive time and appends one tuple
-  to a deque; it never parses, never logs per message, never waits on the store and never raises.
-- one writer thread does group commit: it takes whatever is buffered, parses it (refused messages go to
-  the dead letters), writes it, then acks it. Parsing in the writer, a batch in one tight loop, costs the
-  process about 12 µs less CPU per message than parsing in paho's callback between paho's own work did.
+- the intake's thread (collector/intake.py) owns the MQTT connection. It hands over each read's
+  messages as one list, which `on_messages` appends to a deque; it never parses, never logs per message,
+  never waits on the store and never raises.
+- one writer thread does group commit: it takes whatever is buffered, parses it in one tight loop (a
+  refused message becomes its dead letter), writes it, then acks it. Parsing in the intake's thread
+  instead, to overlap with SQLite's GIL-free steps, drained a backlog 5-15 % slower: each step then
+  waited for the GIL.
   An idle writer writes a lone message at once; under load the next batch fills while the previous write
   runs, so no message waits for a timer and the broker's in-flight window cannot stall
   us. COLLECTOR_FLUSH_INTERVAL_MS bounds how long the writer sleeps when it sees nothing to do.
 - a summary thread logs the counters every COLLECTOR_SUMMARY_INTERVAL_S.
 
 Acks go out only after the store has the message, and only on the connection that delivered it
-(collector/acks.py).
+(`SubscriberSession.ack`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import paho.mqtt.client as paho
-
-from collector.acks import Acknowledger
 from collector.counters import CollectorCounters, describe
+from collector.intake import SubscriberSession
+from collector.mqtt_wire import SUBACK_FAILURE, Delivery
 from collector.retry import Abandoned, Retrier, RetryPolicy
 from rtds import mqtt
 from rtds.errors import InvalidMessage, StoreRejected
@@ -41,18 +42,20 @@ log = logging.getLogger(__name__)
 
 COLLECTOR_NAME = "python"
 SHUTDOWN_TIMEOUT_S = 8.0  # under Docker's default 10 s stop grace period
-MIN_BUFFERED = 5_000
+MIN_BUFFERED = 20_000  # above the shipped broker's in-flight window (10,000), so back-pressure is for other brokers
 # Under load, batches start at least this far apart so they fill (group commit); a lone message is not delayed.
 MIN_BATCH_SPACING_S = 0.002
 NEVER = 1 << 62
 # COLLECTOR_BATCH_SIZE is the size at which a batch is written without lingering, not a cap: when more is
-# already buffered (a backlog), one batch takes up to this many times that. Fewer, larger transactions drained
-# a backlog about 10 % faster; the broker's in-flight window (1,000 in the shipped config) bounds them anyway.
-BACKLOG_BATCH_FACTOR = 4
+# already buffered (a backlog), one batch takes up to this many times that. With SQLite's synchronous=FULL
+# every transaction costs an fsync; 4,000-row transactions drained a backlog about 25 % faster than 1,000-row
+# ones (bench/README.md). The broker's in-flight window (10,000 in the shipped config) bounds them anyway.
+BACKLOG_BATCH_FACTOR = 16
 
-# (topic, payload, receive time, mid, qos, epoch); the last three are what the Acknowledger needs.
-Pending = tuple[str, bytes, float, int, int, int]
 T = TypeVar("T")
+# What a message became: its record, its dead letter, or None when a bug kept it from parsing (left unacked).
+Outcome = TelemetryRecord | DeadLetter | None
+Parsed = tuple[Delivery, Outcome]
 
 
 def subscriptions(settings: Settings) -> tuple[str, ...]:
@@ -78,9 +81,9 @@ class Collector:
         self._store = store
         self._dead_letters = dead_letters
         self._batch_size = settings.collector_batch_size
-        self._max_buffered = max(MIN_BUFFERED, 4 * settings.collector_batch_size)
+        self._max_buffered = max(MIN_BUFFERED, 2 * BACKLOG_BATCH_FACTOR * settings.collector_batch_size)
         self._idle_wait_s = settings.collector_flush_interval_ms / 1000
-        self._pending: deque[Pending] = deque()
+        self._pending: deque[Delivery] = deque()
         self._max_payload_bytes = settings.collector_max_payload_bytes
         self._max_clock_skew_s = settings.collector_max_clock_skew_s
         self._wake = threading.Event()
@@ -91,10 +94,9 @@ class Collector:
         self._abandon = threading.Event()
         self._subscribed = threading.Event()
         self.failed = threading.Event()  # the writer died of a bug; the process should exit and be restarted
-        self._acks = Acknowledger(self.counters)
         self._connected_before = False
         self._warn = RateLimitedLog(log, 10.0)
-        self._client: paho.Client | None = None
+        self._intake: SubscriberSession | None = None
         self._threads: list[threading.Thread] = []
         self._started_at = 0.0
         self._in_hand = 0  # taken from a buffer by the writer, not yet acked
@@ -105,23 +107,13 @@ class Collector:
             stopping=self._stopping,
             abandon=self._abandon,
             buffered=lambda: self.buffered,
-            before_wait=self._acks.send,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         settings = self.settings
-        client = mqtt.make_client(settings, settings.mqtt_client_id, clean_session=False, manual_ack=True)
-        client.suppress_exceptions = True
-        client.on_pre_connect = self._on_pre_connect
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
-        self._acks.client = client
+        self._intake = SubscriberSession(settings, settings.mqtt_client_id, self.topics, self)
         self._started_at = time.monotonic()
         self._threads = [
             threading.Thread(target=self._run_writer, name="collector-writer", daemon=True),
@@ -139,7 +131,7 @@ class Collector:
             self._batch_size,
             settings.dead_letter_path,
         )
-        mqtt.start(client, settings)
+        self._intake.start()
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         return self._subscribed.wait(timeout_s)
@@ -164,9 +156,8 @@ class Collector:
             if writer.is_alive():
                 self._abandon.set()
                 writer.join()
-        if self._client is not None:
-            self._acks.send()
-            mqtt.stop(self._client)
+        if self._intake is not None:
+            self._intake.stop()
         if summary is not None:
             summary.join()
         self.unwritten = self.buffered
@@ -185,28 +176,25 @@ class Collector:
         )
         return self.unwritten == 0 and not self.failed.is_set()
 
-    # --- MQTT callbacks (paho's thread; each catches everything, or paho's loop would die) ----
+    # --- the intake's events (its thread; each catches everything, or the connection would drop) ----
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+    def on_messages(self, deliveries: list[Delivery]) -> None:
+        if not self._accepting:
+            return  # not acked: the broker delivers them again to the next session
         try:
-            acks = self._acks
-            if acks.posted:
-                acks.send()
-            if not self._accepting:
-                return  # not acked: the broker redelivers it to the next session
-            self.counters.received += 1
+            self.counters.received += len(deliveries)
             pending = self._pending
-            pending.append((message.topic, message.payload, time.time(), message.mid, message.qos, acks.epoch))
+            pending.extend(deliveries)
             buffered = len(pending)
             if buffered >= self._wake_at:
                 self._wake.set()
             if buffered >= self._max_buffered:
                 self._wait_for_room()
         except Exception:
-            log.exception("unexpected error handling a message on %r; it stays unacked", message.topic)
+            log.exception("unexpected error taking %d messages; they stay unacked", len(deliveries))
 
     def _wait_for_room(self) -> None:
-        """Back-pressure: hold paho's thread (so TCP pushes back on the broker) until the writer catches up."""
+        """Back-pressure: hold the intake's thread (so TCP pushes back on the broker) until the writer catches up."""
         self._warn.warning(
             "buffer_full",
             "%d messages buffered and not yet written; pausing intake until the store catches up",
@@ -217,69 +205,50 @@ class Collector:
             if len(self._pending) >= self._max_buffered:
                 self._room.wait(0.1)
 
-    def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
-        try:
-            self._acks.connection_changed()
-        except Exception:
-            log.exception("unexpected error before connecting")
+    def on_connected(self, session_present: bool) -> None:
+        where = f"{self.settings.mqtt_broker_host}:{self.settings.mqtt_broker_port}"
+        if self._connected_before and not session_present:
+            log.warning(
+                "reconnected to %s but the broker had no session for %r: messages published while we were "
+                "away are lost (is persistence on, and did the broker shut down cleanly?)",
+                where,
+                self.settings.mqtt_client_id,
+            )
+        else:
+            log.info("connected to %s (session present: %s)", where, session_present)
+        self._connected_before = True
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        try:
-            if reason_code.is_failure:
-                log.error("the broker refused the connection: %s", mqtt.explain_connect_failure(reason_code))
-                return
-            self._acks.connection_changed()
-            mqtt.set_nodelay(client)
-            client.subscribe([(topic, 1) for topic in self.topics])
-            where = f"{self.settings.mqtt_broker_host}:{self.settings.mqtt_broker_port}"
-            if self._connected_before and not flags.session_present:
-                log.warning(
-                    "reconnected to %s but the broker had no session for %r: messages published while we were "
-                    "away are lost (is persistence on, and did the broker shut down cleanly?)",
-                    where,
-                    self.settings.mqtt_client_id,
-                )
-            else:
-                log.info("connected to %s (session present: %s)", where, flags.session_present)
-            self._connected_before = True
-        except Exception:
-            log.exception("unexpected error after connecting")
+    def on_refused(self, return_code: int) -> None:
+        log.error("the broker refused the connection: %s", mqtt.explain_connect_failure(return_code))
 
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+    def on_unreachable(self, reason: str) -> None:
         self._warn.warning(
             "connect_fail",
-            "cannot reach the MQTT broker at %s:%d; retrying (start Mosquitto, or fix MQTT_BROKER_HOST/PORT)",
+            "cannot reach the MQTT broker at %s:%d (%s); retrying (start Mosquitto, or fix MQTT_BROKER_HOST/PORT)",
             self.settings.mqtt_broker_host,
             self.settings.mqtt_broker_port,
+            reason,
         )
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
-        try:
-            self._acks.connection_changed()
-            self._subscribed.clear()
-            if not self._stopping.is_set():
-                log.warning(
-                    "lost the connection to the broker (%s); reconnecting. Messages not yet acked will be "
-                    "delivered again",
-                    reason_code,
-                )
-        except Exception:
-            log.exception("unexpected error after disconnecting")
+    def on_lost(self, reason: str, acks_unsent: int) -> None:
+        self._subscribed.clear()
+        self.counters.left_for_redelivery += acks_unsent
+        if not self._stopping.is_set():
+            log.warning(
+                "lost the connection to the broker (%s); reconnecting. Messages not yet acked will be delivered again",
+                reason,
+            )
 
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
-        try:
-            refused = [str(code) for code in reason_codes if code.is_failure]
-            if refused:
-                log.error(
-                    "the broker refused the subscription to %s (%s); check the broker's ACL for this user",
-                    ", ".join(self.topics),
-                    ", ".join(refused),
-                )
-                return
-            log.info("subscribed to %s at QoS 1", ", ".join(self.topics))
-            self._subscribed.set()
-        except Exception:
-            log.exception("unexpected error after subscribing")
+    def on_subscribed(self, granted_qos: list[int]) -> None:
+        if SUBACK_FAILURE in granted_qos:
+            log.error(
+                "the broker refused the subscription to %s (granted %s); check the broker's ACL for this user",
+                ", ".join(self.topics),
+                granted_qos,
+            )
+            return
+        log.info("subscribed to %s at QoS 1", ", ".join(self.topics))
+        self._subscribed.set()
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -300,11 +269,8 @@ class Collector:
                     self._write_batch(batch)
                     self._in_hand = 0
                 elif self._stopping.is_set():
-                    self._acks.send()
                     return
                 else:
-                    if self._acks.posted:
-                        self._acks.send()  # no message may come to carry them
                     self._wait_for(1, self._idle_wait_s)
         except Abandoned:
             return
@@ -320,8 +286,10 @@ class Collector:
         self._wake_at = NEVER
         self._wake.clear()
 
-    def _write_batch(self, batch: list[Pending]) -> None:
-        records, letters, unparsed = self._parse(batch)
+    def _write_batch(self, batch: list[Delivery]) -> None:
+        parsed = self._parse(batch)
+        records = [outcome for _, outcome in parsed if type(outcome) is TelemetryRecord]
+        letters = [outcome for _, outcome in parsed if type(outcome) is DeadLetter]
         refused = self._store_records(records) if records else []
         if refused:
             now = time.time()
@@ -334,38 +302,37 @@ class Collector:
         if letters:
             self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
             self.counters.dead_lettered += len(letters)
-        self._acks.post([item for item in batch if id(item) not in unparsed] if unparsed else batch)
+        if self._intake is not None:
+            stored = [delivery for delivery, outcome in parsed if outcome is not None]
+            self.counters.left_for_redelivery += self._intake.ack(stored)
 
-    def _parse(self, batch: list[Pending]) -> tuple[list[TelemetryRecord], list[DeadLetter], set[int]]:
-        """(records, dead letters for the messages refused, ids of items a bug kept from parsing: left unacked)."""
-        records: list[TelemetryRecord] = []
-        letters: list[DeadLetter] = []
-        unparsed: set[int] = set()
+    def _parse(self, deliveries: list[Delivery]) -> list[Parsed]:
+        """Each message with its record or its dead letter (None where a bug kept it from parsing)."""
+        parsed: list[Parsed] = []
+        append = parsed.append
         max_payload_bytes = self._max_payload_bytes
         max_clock_skew_s = self._max_clock_skew_s
-        append = records.append
-        for item in batch:
-            topic, payload, received_at = item[0], item[1], item[2]
+        for delivery in deliveries:
+            topic, payload, received_at = delivery[0], delivery[1], delivery[2]
+            outcome: Outcome
             try:
-                record = parse_message(
+                outcome = parse_message(
                     topic,
                     payload,
                     now=received_at,
                     max_payload_bytes=max_payload_bytes,
                     max_clock_skew_s=max_clock_skew_s,
                 )
+                outcome.collector_receive_time = received_at
             except InvalidMessage as exc:
                 self.counters.count_rejected(exc.reason)
                 self._warn.warning(exc.reason, "rejected a message on %r: %s", topic, exc)
-                letters.append(DeadLetter(received_at, exc.reason, exc.detail, topic, bytes(payload)))
-                continue
+                outcome = DeadLetter(received_at, exc.reason, exc.detail, topic, bytes(payload))
             except Exception:
                 log.exception("unexpected error parsing a message on %r; it stays unacked", topic)
-                unparsed.add(id(item))
-                continue
-            record.collector_receive_time = received_at
-            append(record)
-        return records, letters, unparsed
+                outcome = None
+            append((delivery, outcome))
+        return parsed
 
     def _store_records(self, records: Sequence[TelemetryRecord]) -> list[tuple[TelemetryRecord, str]]:
         """Write the records, retrying while the store is unavailable; return those it refused, with why.

@@ -48,7 +48,6 @@ def make_client(
 
     `will` is (topic, payload) for a retained QoS 1 Last Will.
     """
-    global _insecure_warned
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -61,24 +60,31 @@ def make_client(
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password or None)
     if settings.mqtt_use_tls:
-        client.tls_set(
-            ca_certs=settings.mqtt_ca_certs or None,
-            certfile=settings.mqtt_certfile or None,
-            keyfile=settings.mqtt_keyfile or None,
-            cert_reqs=ssl.CERT_REQUIRED,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-        if settings.mqtt_tls_insecure:
-            if not _insecure_warned:
-                log.warning(
-                    "MQTT_TLS_INSECURE=true: the broker's certificate host name is NOT checked, so anyone in the "
-                    "network path can impersonate the broker. Use it only for local tests."
-                )
-                _insecure_warned = True
-            client.tls_insecure_set(True)
+        client.tls_set_context(tls_context(settings))
     if will is not None:
         client.will_set(will[0], will[1], qos=1, retain=True)
     return client
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS setup of MQTT_CA_CERTS, MQTT_CERTFILE/KEYFILE and MQTT_TLS_INSECURE, for paho and the collector."""
+    global _insecure_warned
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # certificate and host name checks on
+    if settings.mqtt_ca_certs:
+        context.load_verify_locations(settings.mqtt_ca_certs)
+    else:
+        context.load_default_certs()
+    if settings.mqtt_certfile:
+        context.load_cert_chain(settings.mqtt_certfile, settings.mqtt_keyfile or None)
+    if settings.mqtt_tls_insecure:
+        if not _insecure_warned:
+            log.warning(
+                "MQTT_TLS_INSECURE=true: the broker's certificate host name is NOT checked, so anyone in the "
+                "network path can impersonate the broker. Use it only for local tests."
+            )
+            _insecure_warned = True
+        context.check_hostname = False
+    return context
 
 
 def start(client: paho.Client, settings: Settings) -> None:

@@ -198,9 +198,10 @@ def test_messages_from_a_dropped_connection_are_written_but_not_acked_on_the_nex
         sent = publish_backlog(broker.host, broker.port, 20, prefix="epoch_")
         wait_until(lambda: collector.counters.received == 20, 10)
         assert store.waiting.wait(10)
-        client = collector._client
-        assert client is not None
-        client.socket().shutdown(socket.SHUT_RDWR)  # the connection drops under the collector
+        intake = collector._intake
+        connection = intake.socket() if intake is not None else None
+        assert connection is not None
+        connection.shutdown(socket.SHUT_RDWR)  # the connection drops under the collector
         wait_until(lambda: not collector.wait_subscribed(0), 10, message="the drop noticed")
         store.gate.set()
         wait_until(lambda: collector.counters.left_for_redelivery == 20, 10)
