@@ -3,7 +3,8 @@
 Certificates come from docker/mosquitto/make_dev_certs.py and users from add_device.py, run as a
 user would run them; the broker starts from the shipped secure config with its paths moved to a
 temporary copy of the config folder. The end-to-end tests run the real device simulator and
-collector; the others connect through rtds.mqtt.make_client, as those do.
+collector (the collector through its own MQTT session, collector/intake.py, with the same TLS and
+login settings); the others connect through rtds.mqtt.make_client, as the devices do.
 """
 
 from __future__ import annotations
@@ -257,6 +258,19 @@ def test_a_wrong_password_is_refused_and_the_error_says_so(
     assert not outcome.connected
     assert "MQTT_USERNAME / MQTT_PASSWORD" in outcome.reason
     assert "disconnected, not authorised" in secure_broker.log_text()
+
+
+def test_a_collector_with_a_wrong_password_keeps_retrying_and_says_which_setting_to_fix(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    settings = service_settings(tmp_path, secure_broker, secure_setup, "collector").with_overrides(
+        mqtt_password="wrong"
+    )
+    collector = start_collector(spawn, settings)
+    refusal = "the broker refused the connection: "
+    wait_until(lambda: collector.log_text().count(refusal) >= 2, 15, message=collector.log_text)
+    assert "check MQTT_USERNAME / MQTT_PASSWORD" in collector.log_text()
+    assert collector.running()
 
 
 def test_a_device_without_a_client_certificate_is_refused_and_the_broker_says_why(
