@@ -148,7 +148,7 @@ class SubscriberSession:
             except ConnectionRefused as exc:
                 self._notify(self._listener.on_refused, exc.return_code)
             except (OSError, ProtocolViolation) as exc:
-                self._notify(self._listener.on_unreachable, describe_error(exc))
+                self._notify(self._listener.on_unreachable, describe_failure(exc, self._settings))
             else:
                 delay_s = mqtt.RECONNECT_MIN_DELAY_S
                 reason = self._serve(sock, session_present, leftover)
@@ -258,7 +258,7 @@ class SubscriberSession:
                 if deliveries:
                     self._notify(self._listener.on_messages, deliveries)
         except (OSError, ProtocolViolation) as exc:
-            return describe_error(exc)
+            return describe_loss(exc)
 
     def _close_gracefully(self, sock: socket.socket) -> None:
         """Half-close, then read until the broker closes: closing with unread bytes would send a TCP reset,
@@ -296,11 +296,17 @@ class SubscriberSession:
             log.exception("unexpected error in the collector's %s", getattr(callback, "__name__", callback))
 
 
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check MQTT_CA_CERTS"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}; check MQTT_CA_CERTS, MQTT_CERTFILE and MQTT_KEYFILE"
+def describe_failure(exc: BaseException, settings: Settings) -> str:
+    """Why a connection could not be made."""
+    if isinstance(exc, ProtocolViolation):
+        return f"the broker broke the MQTT protocol: {exc}"
+    return mqtt.explain_connection_error(exc, settings)
+
+
+def describe_loss(exc: BaseException) -> str:
+    """Why an established connection ended."""
+    if isinstance(exc, ProtocolViolation):
+        return f"the broker broke the MQTT protocol: {exc}"
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no answer within {SOCKET_TIMEOUT_S:.0f} s"
+        return f"the broker took over {SOCKET_TIMEOUT_S:.0f} s to take our bytes"
     return str(exc) or type(exc).__name__

@@ -224,9 +224,7 @@ class Collector:
     def on_unreachable(self, reason: str) -> None:
         self._warn.warning(
             "connect_fail",
-            "cannot reach the MQTT broker at %s:%d (%s); retrying (start Mosquitto, or fix MQTT_BROKER_HOST/PORT)",
-            self.settings.mqtt_broker_host,
-            self.settings.mqtt_broker_port,
+            "%s; retrying",
             reason,
         )
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import socket
-import ssl
 import threading
 import time
 import warnings
@@ -105,7 +103,7 @@ def check_mqtt(settings: Settings, timeout_s: float = 5.0) -> CheckResult:
         try:
             client.connect(settings.mqtt_broker_host, settings.mqtt_broker_port, keepalive=settings.mqtt_keepalive_s)
         except Exception as exc:  # every way a connect fails gets its own sentence
-            failure = _explain_socket_failure(exc, where, settings)
+            failure = mqtt.explain_connection_error(exc, settings)
     if failure:
         _close_socket(client)
         return CheckResult("mqtt", False, failure, timer.ms)
@@ -139,23 +137,6 @@ def _close_socket(client: paho.Client) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
-
-
-def _explain_socket_failure(exc: Exception, where: str, settings: Settings) -> str:
-    settings_hint = "(MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"cannot connect to the MQTT broker at {where}: connection refused; is Mosquitto running there? {settings_hint}"
-    if isinstance(exc, socket.gaierror):
-        return (
-            f"cannot resolve the MQTT broker host {settings.mqtt_broker_host!r}: {exc.strerror}; check MQTT_BROKER_HOST"
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"the broker's TLS certificate at {where} was not accepted: {exc.verify_message}; check MQTT_CA_CERTS"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake with {where} failed ({exc.reason}); is that port a TLS listener? (MQTT_USE_TLS, MQTT_BROKER_PORT)"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no answer from the MQTT broker at {where} (timed out); check the address, port and firewall {settings_hint}"
-    return f"cannot connect to the MQTT broker at {where}: {exc} {settings_hint}"
 
 
 # --- store -----------------------------------------------------------------------------------

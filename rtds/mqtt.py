@@ -118,3 +118,22 @@ def explain_connect_failure(reason_code: Any) -> str:
     if "bad user name or password" in text.lower():
         return CONNACK_EXPLANATIONS[4]
     return text
+
+
+def explain_connection_error(exc: BaseException, settings: Settings) -> str:
+    """A sentence for a failed TCP or TLS connection to the broker, naming the setting to check."""
+    where = f"{settings.mqtt_broker_host}:{settings.mqtt_broker_port}"
+    settings_hint = "(MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to the MQTT broker at {where}: connection refused; is Mosquitto running there? {settings_hint}"
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"cannot resolve the MQTT broker host {settings.mqtt_broker_host!r}: {exc.strerror}; check MQTT_BROKER_HOST"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate at {where} was not accepted: {exc.verify_message}; check MQTT_CA_CERTS"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({exc.reason}); is that port a TLS listener? (MQTT_USE_TLS, MQTT_BROKER_PORT)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from the MQTT broker at {where} (timed out); check the address, port and firewall {settings_hint}"
+    return f"cannot connect to the MQTT broker at {where}: {exc} {settings_hint}"
