@@ -32,6 +32,7 @@ import orjson
 from bench.harness import bench_settings, fresh_dir, start_broker, start_service, target
 from bench.measurement import ResourceSampler, percentile
 from bench.publishers import device_ids, make_payload
+from dashboard.live import OrjsonCodec
 from rtds.broker import PROJECT_ROOT, free_port, port_open
 from rtds.schema import data_topic, parse_message
 from rtds.store.sqlite import SQLiteStore
@@ -225,18 +226,6 @@ def _figures(received: dict[str, Any], interval_s: float) -> dict[str, Any]:
 # --- the client process ----------------------------------------------------------------------
 
 
-class _OrjsonCodec:
-    """The json module interface python-socketio asks for (dumps/loads), backed by orjson."""
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    @staticmethod
-    def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
-
-
 def run_clients(url: str, count: int, duration_s: float) -> dict[str, Any]:
     """Connect `count` Socket.IO clients over WebSocket and record `latest_data` events for `duration_s`.
 
@@ -273,7 +262,7 @@ def run_clients(url: str, count: int, duration_s: float) -> dict[str, Any]:
         # Likewise the standard library's json decodes a 218 KB tick about 3x slower than a browser's JSON.parse;
         # orjson is closer to what the page pays.
         client = socketio.Client(
-            reconnection=False, json=_OrjsonCodec, websocket_extra_options={"skip_utf8_validation": True}
+            reconnection=False, json=OrjsonCodec, websocket_extra_options={"skip_utf8_validation": True}
         )
         client.on(LIVE_EVENT, make_handler(index))
         client.on("disconnect", on_disconnect)

@@ -38,7 +38,7 @@ from werkzeug.security import generate_password_hash
 
 from dashboard.api import make_api
 from dashboard.auth import check_password_hash_setting, init_auth
-from dashboard.live import LiveFeed
+from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
 from rtds.errors import ConfigError
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         cors_allowed_origins=_cors_origins(settings.dashboard_cors_origins),
         logger=False,
         engineio_logger=False,
+        json=OrjsonCodec,
     )
     feed = LiveFeed(store, presence, settings, emit=lambda payload: socketio.emit(LIVE_EVENT, payload))
 

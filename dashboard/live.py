@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from dashboard.fleet import FleetSummary
 from dashboard.presence import PresenceTracker, device_state
 from rtds.logs import RateLimitedLog
@@ -45,6 +47,22 @@ LIVE_FIELDS = (
 )
 SUMMARY_REFRESH_S = 5.0
 STATS_WINDOW_TICKS = 120
+
+
+class OrjsonCodec:
+    """The json module interface python-socketio takes (`dumps`/`loads`), backed by orjson.
+
+    One 1,000-device tick is 218 KB of JSON; the standard library's json spends several times longer
+    encoding it, on the thread that emits the tick.
+    """
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
 
 
 def _rounded(value: Any) -> Any:
