@@ -202,17 +202,38 @@ def start_dashboard(
     name: str = "dashboard",
 ) -> DashboardProcess:
     """`python dashboard/app.py` on a free port; returns once /api/health answers."""
-    port = port or free_port()
-    settings = settings.with_overrides(flask_host="127.0.0.1", flask_port=port)
-    process = spawn("dashboard/app.py", settings=settings, name=name, env=env or {})
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: not process.running() or http_status(url + "/api/health") is not None,
-        30,
-        message=lambda: f"dashboard answering on {url}; log:\n{process.log_text()[-3000:]}",
-    )
-    assert process.running(), f"the dashboard exited; log:\n{process.log_text()[-3000:]}"
+
+    def launch(chosen: int) -> ServiceProcess:
+        chosen_settings = settings.with_overrides(flask_host="127.0.0.1", flask_port=chosen)
+        return spawn("dashboard/app.py", settings=chosen_settings, name=name, env=env or {})
+
+    process, url, port = launch_dashboard(launch, port)
     return DashboardProcess(url, process, port)
+
+
+PORT_ATTEMPTS = 3
+
+
+def launch_dashboard(launch: Callable[[int], ServiceProcess], port: int | None) -> tuple[ServiceProcess, str, int]:
+    """Start a dashboard with `launch(port)` and wait for /api/health: (process, url, port).
+
+    A port from free_port() is free when chosen but may be taken (as some process's outgoing port)
+    before the dashboard binds it; then a new port is tried, unless the caller asked for this one.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        chosen = port or free_port()
+        process = launch(chosen)
+        url = f"http://127.0.0.1:{chosen}"
+        wait_until(
+            lambda p=process, u=url: not p.running() or http_status(u + "/api/health") is not None,
+            30,
+            message=lambda p=process, u=url: f"dashboard answering on {u}; log:\n{p.log_text()[-3000:]}",
+        )
+        if process.running():
+            return process, url, chosen
+        if port is not None or "Address already in use" not in process.log_text() or attempt == PORT_ATTEMPTS:
+            break
+    raise AssertionError(f"the dashboard exited; log:\n{process.log_text()[-3000:]}")
 
 
 def http_status(url: str) -> int | None:

@@ -27,7 +27,7 @@ from dashboard_fixtures import (
     PageWatch,
     browser_page,
     chromium,
-    http_status,
+    launch_dashboard,
     save_screenshot,
     start_dashboard,
 )
@@ -35,10 +35,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Error as PlaywrightError
 from werkzeug.security import generate_password_hash
 
-from rtds.broker import MosquittoBroker, free_port
+from rtds.broker import MosquittoBroker
 from rtds.schema import data_topic
 from rtds.settings import Settings
-from rtds.testkit import ServiceProcess, isolated_settings, wait_until
+from rtds.testkit import ServiceProcess, isolated_settings
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser_page", "chromium"]  # fixtures used by name
@@ -108,12 +108,11 @@ def start_pipeline(settings: Settings, folder: Path, device_count: int) -> list[
 
 
 def start_dashboard_process(settings: Settings, folder: Path) -> tuple[ServiceProcess, str]:
-    port = free_port()
-    process = ServiceProcess(
-        ["dashboard/app.py", "--port", str(port)], settings=settings, log_path=folder / "logs" / f"dashboard-{port}.log"
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_status(url + "/api/health") is not None, 30, message=process.log_text)
+    def launch(port: int) -> ServiceProcess:
+        log_path = folder / "logs" / f"dashboard-{port}.log"
+        return ServiceProcess(["dashboard/app.py", "--port", str(port)], settings=settings, log_path=log_path).start()
+
+    process, url, _ = launch_dashboard(launch, None)
     return process, url
 
 
