@@ -152,8 +152,10 @@ def test_what_was_not_acked_comes_again_after_a_reconnect_and_old_ids_are_not_ac
 
 def test_a_message_larger_than_one_read_arrives_byte_for_byte(broker: MosquittoBroker, tmp_path: Path) -> None:
     large = os.urandom(1_500_000)  # about six reads of 256 KiB
-    with running_session(broker, tmp_path, "intake-large") as (session, recorder):
-        publish(broker, [(data_topic("small"), b"before"), (data_topic("large"), large), (data_topic("small"), b"after")])
+    with running_session(broker, tmp_path, "intake-large") as (_, recorder):
+        publish(
+            broker, [(data_topic("small"), b"before"), (data_topic("large"), large), (data_topic("small"), b"after")]
+        )
         wait_until(lambda: len(recorder.deliveries) == 3, 20)
         payloads = [payload for _, payload, *_ in recorder.take()]
     assert payloads == [b"before", large, b"after"]
