@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from collector.mqtt_wire import (
@@ -100,17 +100,18 @@ class SubscriberSession:
     def start(self) -> None:
         self._thread.start()
 
-    def ack(self, deliveries: Iterable[Delivery]) -> int:
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Queue PUBACKs for stored messages; return how many came on a connection that has since ended.
 
         Those are not acked: the broker delivers them again after the reconnect, and the store's upsert
         on (device_id, time) makes the second write harmless.
         """
+        needing_ack = [item for item in deliveries if item[4]]  # QoS 0 messages have no ack
         with self._lock:
             current = self._connection
             live = current % 2 == 1
-            packet_ids = [item[3] for item in deliveries if item[4] and item[5] == current and live]
-            stale = sum(1 for item in deliveries if item[4]) - len(packet_ids)
+            packet_ids = [item[3] for item in needing_ack if item[5] == current] if live else []
+            stale = len(needing_ack) - len(packet_ids)
             if packet_ids:
                 self._acks.extend(packet_ids)
                 self._wake()
@@ -123,8 +124,9 @@ class SubscriberSession:
             self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        self._wake_reader.close()
-        self._wake_writer.close()
+        if not self._thread.is_alive():  # a thread still connecting keeps selecting on the wake socket
+            self._wake_reader.close()
+            self._wake_writer.close()
 
     def socket(self) -> socket.socket | None:
         """The current connection's socket (tests cut it to play a network failure)."""
@@ -207,7 +209,7 @@ class SubscriberSession:
         self._notify(self._listener.on_connected, session_present)
         keepalive_s = self._keepalive_s
         ping_sent_at: float | None = None
-        buffer = bytearray(buffered)
+        partial = buffered  # the start of a packet still arriving
         tls = isinstance(sock, ssl.SSLSocket)
         try:
             sock.sendall(subscribe_packet(SUBSCRIBE_PACKET_ID, self._topic_filters, 1))
@@ -243,13 +245,9 @@ class SubscriberSession:
                 chunk = sock.recv(RECV_BYTES)
                 if not chunk:
                     return "the broker closed the connection"
-                if buffer:
-                    buffer += chunk
-                    data = bytes(buffer)
-                else:
-                    data = chunk
+                data = partial + chunk if partial else chunk
                 deliveries, controls, used = read_packets(data, time.time(), connection)
-                buffer = bytearray(data[used:]) if used < len(data) else bytearray()
+                partial = data[used:]
                 for header, body in controls:
                     if header == PINGRESP:
                         ping_sent_at = None
@@ -299,7 +297,7 @@ class SubscriberSession:
 def describe_failure(exc: BaseException, settings: Settings) -> str:
     """Why a connection could not be made."""
     if isinstance(exc, ProtocolViolation):
-        return f"the broker broke the MQTT protocol: {exc}"
+        return describe_loss(exc)
     return mqtt.explain_connection_error(exc, settings)
 
 

@@ -53,9 +53,6 @@ NEVER = 1 << 62
 BACKLOG_BATCH_FACTOR = 16
 
 T = TypeVar("T")
-# What a message became: its record, its dead letter, or None when a bug kept it from parsing (left unacked).
-Outcome = TelemetryRecord | DeadLetter | None
-Parsed = tuple[Delivery, Outcome]
 
 
 def subscriptions(settings: Settings) -> tuple[str, ...]:
@@ -87,7 +84,7 @@ class Collector:
         self._max_payload_bytes = settings.collector_max_payload_bytes
         self._max_clock_skew_s = settings.collector_max_clock_skew_s
         self._wake = threading.Event()
-        self._wake_at = NEVER  # on_message wakes the writer once this many records are buffered
+        self._wake_at = NEVER  # on_messages wakes the writer once this many messages are buffered
         self._room = threading.Event()  # set by the writer each time it takes a batch
         self._accepting = True
         self._stopping = threading.Event()
@@ -285,9 +282,7 @@ class Collector:
         self._wake.clear()
 
     def _write_batch(self, batch: list[Delivery]) -> None:
-        parsed = self._parse(batch)
-        records = [outcome for _, outcome in parsed if type(outcome) is TelemetryRecord]
-        letters = [outcome for _, outcome in parsed if type(outcome) is DeadLetter]
+        records, letters, parsed = self._parse(batch)
         refused = self._store_records(records) if records else []
         if refused:
             now = time.time()
@@ -301,36 +296,40 @@ class Collector:
             self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
             self.counters.dead_lettered += len(letters)
         if self._intake is not None:
-            stored = [delivery for delivery, outcome in parsed if outcome is not None]
-            self.counters.left_for_redelivery += self._intake.ack(stored)
+            self.counters.left_for_redelivery += self._intake.ack(parsed)
 
-    def _parse(self, deliveries: list[Delivery]) -> list[Parsed]:
-        """Each message with its record or its dead letter (None where a bug kept it from parsing)."""
-        parsed: list[Parsed] = []
-        append = parsed.append
+    def _parse(self, deliveries: list[Delivery]) -> tuple[list[TelemetryRecord], list[DeadLetter], list[Delivery]]:
+        """(records, dead letters for the messages refused, the messages that became either).
+
+        A message a bug kept from parsing is in none of them: it stays unacked, for the broker to redeliver.
+        """
+        records: list[TelemetryRecord] = []
+        letters: list[DeadLetter] = []
+        parsed: list[Delivery] = []
         max_payload_bytes = self._max_payload_bytes
         max_clock_skew_s = self._max_clock_skew_s
         for delivery in deliveries:
             topic, payload, received_at = delivery[0], delivery[1], delivery[2]
-            outcome: Outcome
             try:
-                outcome = parse_message(
+                record = parse_message(
                     topic,
                     payload,
                     now=received_at,
                     max_payload_bytes=max_payload_bytes,
                     max_clock_skew_s=max_clock_skew_s,
                 )
-                outcome.collector_receive_time = received_at
             except InvalidMessage as exc:
                 self.counters.count_rejected(exc.reason)
                 self._warn.warning(exc.reason, "rejected a message on %r: %s", topic, exc)
-                outcome = DeadLetter(received_at, exc.reason, exc.detail, topic, bytes(payload))
+                letters.append(DeadLetter(received_at, exc.reason, exc.detail, topic, bytes(payload)))
             except Exception:
                 log.exception("unexpected error parsing a message on %r; it stays unacked", topic)
-                outcome = None
-            append((delivery, outcome))
-        return parsed
+                continue
+            else:
+                record.collector_receive_time = received_at
+                records.append(record)
+            parsed.append(delivery)
+        return records, letters, parsed
 
     def _store_records(self, records: Sequence[TelemetryRecord]) -> list[tuple[TelemetryRecord, str]]:
         """Write the records, retrying while the store is unavailable; return those it refused, with why.

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 from collector_harness import session_backlog
 from conftest import BrokerFactory
 from paho.mqtt.enums import CallbackAPIVersion
@@ -197,6 +196,3 @@ def test_an_unreachable_broker_is_reported_and_retried(tmp_path: Path, broker: M
         wait_until(lambda: recorder.subscribed, 40, message=lambda: str(recorder))
     finally:
         session.stop()
-
-
-pytestmark = pytest.mark.filterwarnings("error")
