@@ -6,7 +6,6 @@ store that rejects a batch can never also lose the evidence.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rtds.settings import Settings
+from rtds.store.sqlite import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -40,11 +40,7 @@ class DeadLetter:
 class DeadLetterStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = FULL")
-        self._connection.executescript(SCHEMA)
+        self._connection = connect(self.path, busy_timeout_ms=10_000, schema=SCHEMA)
         self._lock = threading.Lock()
 
     @classmethod

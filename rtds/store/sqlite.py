@@ -65,14 +65,40 @@ _RETRYABLE_MESSAGES = ("locked", "busy", "readonly", "read-only", "disk i/o", "u
 _MISCONFIGURED_MESSAGES = ("not a database", "file is encrypted", "no such table", "no such column", "has no column")
 
 
-def connect(path: str | Path, *, busy_timeout_ms: int, synchronous: str = "full") -> sqlite3.Connection:
-    """A connection in WAL mode with the schema in place."""
+def connect(
+    path: str | Path, *, busy_timeout_ms: int, synchronous: str = "full", schema: str = SCHEMA
+) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place, safe while other processes open the same file.
+
+    Switching a new file to WAL and creating its tables are writes that SQLite may refuse at once with
+    "database is locked" while another process does the same (no busy wait for a journal-mode change,
+    nor for a read lock that wants to become a write lock): seen with `--workers 2` on a new file. The
+    switch is retried until the busy timeout, and a schema refused that way is created again in a write
+    transaction from the start, which does wait.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
-    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
-    connection.executescript(SCHEMA)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        deadline = clock.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or clock.monotonic() > deadline:
+                    raise
+                clock.sleep(0.01)
+        connection.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
+        try:
+            connection.executescript(schema)  # nothing to write, and no lock to take, once the schema exists
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            connection.executescript(f"BEGIN IMMEDIATE;\n{schema}\nCOMMIT;")
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
