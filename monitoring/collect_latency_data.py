@@ -35,6 +35,7 @@ from monitoring.collected import append_collected, sample_record
 from monitoring.latency import summarize
 from monitoring.samples import read_samples
 from rtds.settings import Settings, parse_duration_s
+from rtds.shutdown import STOP_SIGNALS, StopRequest
 from rtds.store import StoreReader, open_store
 
 PROG = "collect_latency_data"
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.continuous:
         retention_s = max(retention_s, args.duration)
     output = Path(args.output or settings.latency_data_path)
-    stop = threading.Event()
+    stop = StopRequest()
     with stop_on_signals(stop) if args.continuous else nullcontext():
         result = run(
             settings,
@@ -105,7 +106,7 @@ def run(
     interval_s: float,
     window_s: float,
     retention_s: float,
-    stop: threading.Event,
+    stop: StopRequest | threading.Event,
     show: bool = True,
 ) -> dict[str, Any]:
     store = open_store(settings)
@@ -183,14 +184,13 @@ def print_summary(result: dict[str, Any]) -> None:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
     """SIGINT/SIGTERM set `stop` (main thread only), so a continuous run ends cleanly with its summary."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    stop.set_on_signals()
     try:
         yield
     finally:
