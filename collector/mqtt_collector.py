@@ -3,26 +3,27 @@
 Subscribes to device/data/+ and vehicle/speed/+ at QoS 1 on a persistent session (MQTT_CLIENT_ID),
 writes batches to the store chosen by STORE=, and acks each message only after its batch is durable.
 SIGTERM or Ctrl-C writes and acks what is buffered, disconnects and prints a summary.
+With --workers N (COLLECTOR_WORKERS) it runs N such processes in one shared-subscription group
+and restarts any that dies (collector/workers.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sqlite3
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.service import Collector
+from collector.workers import forget_session, run_workers
 from rtds.errors import ConfigError, StoreError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
+from rtds.shutdown import StopRequest
 from rtds.store import open_store
 from rtds.store.deadletter import DeadLetterStore
 
@@ -44,12 +45,8 @@ def run(settings: Settings) -> int:
             exc,
         )
         return 1
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop_requested = StopRequest()
+    stop_requested.set_on_signals()  # a second signal while stopping changes nothing
     collector = Collector(settings, store, dead_letters)
     try:
         collector.start()
@@ -58,9 +55,8 @@ def run(settings: Settings) -> int:
                 break
         log.info("stopping: writing and acking what is buffered")
         clean = collector.stop()
+        stop_requested.ignore_signals()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         store.close()
         dead_letters.close()
     return 0 if clean else 1
@@ -73,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--client-id", help="MQTT client id of the persistent session (default: MQTT_CLIENT_ID)")
     parser.add_argument("--shared-group", help="join a shared subscription group (default: COLLECTOR_SHARED_GROUP)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="collector processes in one shared group, client ids <client id>-1 ... -N (default: COLLECTOR_WORKERS)",
+    )
+    parser.add_argument(
+        "--forget-session",
+        metavar="CLIENT_ID",
+        help="delete the broker's persistent session CLIENT_ID and exit (after changing --workers; README)",
+    )
+    parser.add_argument("--log-tag", default="", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -80,11 +87,37 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.with_overrides(mqtt_client_id=args.client_id)
         if args.shared_group:
             settings = settings.with_overrides(collector_shared_group=args.shared_group)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, tag=args.log_tag)
+        if args.forget_session:
+            return _forget(settings, args.forget_session)
+        workers = args.workers or settings.collector_workers
+        if workers > 1:
+            return run_workers(settings, workers)
         return run(settings)
     except ConfigError as exc:
         print(f"collector: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def _forget(settings: Settings, client_id: str) -> int:
+    where = f"{settings.mqtt_broker_host}:{settings.mqtt_broker_port}"
+    try:
+        forget_session(settings, client_id)
+    except ConnectionError as exc:
+        print(f"collector: cannot delete the session {client_id!r} at {where}: {exc}", file=sys.stderr)
+        return 1
+    print(f"deleted the session {client_id!r} at {where}: the broker no longer queues messages for it")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of workers")
+    return value
 
 
 if __name__ == "__main__":

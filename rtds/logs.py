@@ -7,11 +7,15 @@ import threading
 import time
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Called once, by an entry point; shared code never configures logging."""
+def configure_logging(level: str = "INFO", *, tag: str = "") -> None:
+    """Called once, by an entry point; shared code never configures logging.
+
+    `tag` marks every line of a process that shares its output with others ("[worker 2/4]").
+    """
+    prefix = f"[{tag}] " if tag else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
 

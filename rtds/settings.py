@@ -127,6 +127,7 @@ class Settings:
     collector_max_retry_delay_ms: int = 30_000
     collector_summary_interval_s: float = 30.0
     collector_shared_group: str = ""
+    collector_workers: int = 1
     collector_max_payload_bytes: int = 65_536
     collector_max_clock_skew_s: float = 86_400.0
 
@@ -188,6 +189,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "collector_max_retry_delay_ms": _positive_int,
     "collector_summary_interval_s": _positive_float,
     "collector_max_payload_bytes": _positive_int,
+    "collector_workers": _positive_int,
     "collector_max_clock_skew_s": _positive_float,
     "device_publish_interval_s": _positive_float,
     "device_queue_max_messages": _positive_int,

@@ -121,7 +121,7 @@ class Stack:
         subscribes would reach nobody, so the devices start only once it has subscribed."""
         collector = self.services[-1][1]
         deadline = time.monotonic() + timeout_s
-        while "subscribed to" not in collector.log_text():
+        while collector.log_text().count("subscribed to") < self.settings.collector_workers:
             if not collector.running():
                 raise ConfigError(f"the collector stopped at start; see {collector.log_path}")
             if time.monotonic() > deadline:
@@ -145,7 +145,13 @@ class Stack:
 def _describe(settings: Settings, stack: Stack) -> None:
     store = settings.sqlite_path if settings.store == "sqlite" else settings.influxdb_url
     print(f"store      {settings.store}: {store}")
-    print(f"collector  subscribed as {settings.mqtt_client_id!r}; log {stack.logs_dir / 'collector.log'}")
+    workers = settings.collector_workers
+    sessions = (
+        f"{workers} workers, client ids {settings.mqtt_client_id}-1 ... -{workers}"
+        if workers > 1
+        else f"as {settings.mqtt_client_id!r}"
+    )
+    print(f"collector  subscribed {sessions}; log {stack.logs_dir / 'collector.log'}")
     print(f"devices    {stack.device_count} vehicles; log {stack.logs_dir / 'devices.log'}")
     if stack.with_dashboard:
         print(
