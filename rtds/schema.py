@@ -159,35 +159,36 @@ def parse_message(
     """
     if len(payload) > max_payload_bytes:
         raise InvalidMessage("too_large", f"{len(payload)} bytes is over the {max_payload_bytes}-byte limit")
-    topic_device_id = device_id_from_topic(topic)
-    if topic_device_id is None or topic.startswith(STATUS_TOPIC_PREFIX):
-        raise InvalidMessage("bad_topic", f"{topic!r} is not device/data/<id> or vehicle/speed/<id>")
+    topic_device_id = _data_topic_device_ids.get(topic)
+    if topic_device_id is None:
+        topic_device_id = _data_topic_device_id(topic)
     document = _decode_json(payload)
-    if not isinstance(document, dict):
+    if type(document) is not dict:
         raise InvalidMessage("not_object", f"the payload is a JSON {type(document).__name__}, not an object")
     if "telemetry" in document or "detection" in document:
         document = _flatten_nested(document)
 
+    get = document.get
     for key in REQUIRED_KEYS:
-        if document.get(key) is None:
+        if get(key) is None:
             raise InvalidMessage("missing_field", f"{key!r} is required")
     device_id = document["device_id"]
-    if not is_valid_device_id(device_id):
+    if type(device_id) is not str or (device_id not in _valid_device_ids and not _remember_valid(device_id)):
         raise InvalidMessage(
             "bad_device_id", f"device_id {str(device_id)[:80]!r} does not match {DEVICE_ID_PATTERN.pattern}"
         )
     if device_id != topic_device_id:
         raise InvalidMessage("device_id_mismatch", f"payload device_id {device_id!r} differs from topic {topic!r}")
 
-    timestamp = _number(document, "timestamp")
+    timestamp = document["timestamp"]
+    if type(timestamp) is not float:  # orjson's floats are always finite
+        timestamp = _number(document, "timestamp")
     if abs(timestamp - now) > max_clock_skew_s:
         raise InvalidMessage(
             "timestamp_out_of_range",
             f"timestamp {timestamp} is more than {max_clock_skew_s:.0f} s from now ({now:.0f})",
         )
-    get = document.get
-    measured = [get(name) for name in MEASUREMENT_FIELDS]
-    # The collector's hot path: orjson never produces NaN or Infinity, so floats need no more checks.
+    measured = list(map(get, MEASUREMENT_FIELDS))
     if not _FLOAT_OR_ABSENT.issuperset(map(type, measured)):
         for index, value in enumerate(measured):
             if value is not None and type(value) is not float:
@@ -204,12 +205,38 @@ def parse_message(
                 "wrong_type", f"'detection_label' must be printable and at most {MAX_LABEL_LENGTH} characters"
             )
     replayed = get("replayed", False)
-    if not isinstance(replayed, bool):
+    if replayed is not False and replayed is not True:
         raise InvalidMessage("wrong_type", f"'replayed' must be true or false, not {replayed!r}")
     # Positional, in the dataclass's field order: about 1 µs less than keywords on every message.
     return TelemetryRecord(
         device_id, timestamp, measured[0], seq, *measured[1:13], label or None, measured[13], replayed
     )
+
+
+# The collector's hot path meets the same few thousand topics and device ids again and again: checking
+# them once each took about a fifth off parse_message. Both caches stop growing at their limit.
+_CACHE_LIMIT = 100_000
+_data_topic_device_ids: dict[str, str] = {}
+_valid_device_ids: set[str] = set()
+
+
+def _data_topic_device_id(topic: str) -> str:
+    """The device id of a data or legacy topic (remembered), or InvalidMessage("bad_topic")."""
+    device_id = device_id_from_topic(topic)
+    if device_id is None or topic.startswith(STATUS_TOPIC_PREFIX):
+        raise InvalidMessage("bad_topic", f"{topic!r} is not device/data/<id> or vehicle/speed/<id>")
+    if len(_data_topic_device_ids) < _CACHE_LIMIT:
+        _data_topic_device_ids[topic] = device_id
+    return device_id
+
+
+def _remember_valid(device_id: str) -> bool:
+    """Whether `device_id` is valid; a valid one is remembered."""
+    if not is_valid_device_id(device_id):
+        return False
+    if len(_valid_device_ids) < _CACHE_LIMIT:
+        _valid_device_ids.add(device_id)
+    return True
 
 
 def _decode_json(payload: bytes) -> Any:
