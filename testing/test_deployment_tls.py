@@ -231,6 +231,33 @@ def test_a_device_with_valid_tls_and_credentials_is_stored_end_to_end(
     assert "Denied PUBLISH" not in log_text
 
 
+def test_collector_workers_in_a_shared_group_pass_the_acl_and_store_a_tls_device(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """`--workers 2` subscribes to $share/<group>/device/data/+ as user `collector`: the ACL on
+    device/data/+ must let both workers in."""
+    collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector").with_overrides(
+        collector_workers=2
+    )
+    collector = start_collector(spawn, collector_settings)
+    wait_until(
+        lambda: collector.log_text().count("subscribed to $share/rtds-collectors/device/data/+") == 2,
+        STORE_TIMEOUT_S,
+        message=lambda: collector.log_text()[-3000:],
+    )
+    device_config = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01")
+    device = spawn("devices/device_simulator.py", "vehicle_01", settings=device_config, name="vehicle_01")
+    database = Path(collector_settings.sqlite_path)
+    wait_until(
+        lambda: len(stored_rows(database)) >= 6,
+        STORE_TIMEOUT_S,
+        message=lambda: f"device:\n{device.log_text()[-1500:]}\ncollector:\n{collector.log_text()[-1500:]}",
+    )
+    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    assert "refused" not in collector.log_text()
+    assert "Denied" not in secure_broker.log_text()
+
+
 def test_the_settings_add_device_prints_let_the_device_in(
     tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
 ) -> None:
