@@ -116,7 +116,8 @@ class WorkerSupervisor:
             "--log-tag",
             f"worker {worker.number}/{self._count}",
         ]
-        worker.process = subprocess.Popen(args, cwd=PROJECT_ROOT, preexec_fn=_die_with_parent)
+        # Same working directory as ours: .env and relative paths (SQLITE_PATH=data/...) resolve alike.
+        worker.process = subprocess.Popen(args, preexec_fn=_die_with_parent)
         worker.started_at = time.monotonic()
         worker.restart_at = None
 

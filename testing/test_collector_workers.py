@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import psutil
@@ -19,7 +20,7 @@ from collector_harness import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rtds.broker import MosquittoBroker
+from rtds.broker import PROJECT_ROOT, MosquittoBroker
 from rtds.settings import Settings
 from rtds.testkit import ServiceProcess, wait_until
 
@@ -140,3 +141,25 @@ def test_moving_from_one_collector_to_workers_then_forgetting_the_old_session_lo
     wait_until(lambda: stored_count(config.sqlite_path) >= len(before | during), 20, message=workers.log_text)
     assert_exactly_once(config.sqlite_path, before | during)
     assert workers.terminate() == 0, workers.log_text()
+
+
+def test_workers_read_the_env_file_and_relative_paths_of_the_folder_they_are_started_in(
+    broker: MosquittoBroker, tmp_path: Path, spawn: Spawn
+) -> None:
+    """`rtds collector --workers 2` run from a project folder of the user's: its .env and data/ apply."""
+    (tmp_path / ".env").write_text(
+        f"MQTT_BROKER_HOST={broker.host}\nMQTT_BROKER_PORT={broker.port}\nMQTT_CLIENT_ID=from-dotenv\n"
+        "SQLITE_PATH=data/telemetry.db\nDEAD_LETTER_PATH=data/dead_letters.db\n"
+    )
+    supervisor = spawn(str(PROJECT_ROOT / COLLECTOR_SCRIPT), "--workers", "2", cwd=tmp_path, name="workers")
+    wait_until(
+        lambda: supervisor.log_text().count("subscribed to $share/") == 2 or not supervisor.running(),
+        30,
+        message=supervisor.log_text,
+    )
+    assert "client ids from-dotenv-1, from-dotenv-2" in supervisor.log_text()
+    sent = publish_backlog(broker.host, broker.port, 200, prefix="dotenv_")
+    database = tmp_path / "data" / "telemetry.db"
+    wait_until(lambda: database.exists() and stored_count(database) >= len(sent), 20, message=supervisor.log_text)
+    assert_exactly_once(database, sent)
+    assert supervisor.terminate() == 0, supervisor.log_text()
