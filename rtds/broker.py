@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 from rtds.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +102,10 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+class PortTaken(RuntimeError):
+    """Another process listens on a port mosquitto was to bind."""
+
+
 class MosquittoBroker:
     """One local mosquitto process on its own port and data folder."""
 
@@ -117,6 +123,7 @@ class MosquittoBroker:
         self.template = template
         self.port = port or free_port()
         self.ports = {1883: self.port, **(extra_ports or {})}
+        self._port_chosen_here = port is None
         self.config_dir = config_dir
         self.extra_lines = extra_lines
         self.config_path = self.data_dir / "mosquitto.conf"
@@ -128,6 +135,23 @@ class MosquittoBroker:
         return "127.0.0.1"
 
     def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
+        """Start and wait until every listener accepts connections.
+
+        A port picked by free_port() can be taken by another process before mosquitto binds it; then
+        mosquitto exits with "Address already in use" and, when the port was picked here, a new one is
+        tried (twice at most). A port the caller gave is the caller's to keep.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout_s)
+            except PortTaken:
+                if not self._port_chosen_here or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.ports[1883] = self.port
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> MosquittoBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
             render_config(
@@ -148,12 +172,26 @@ class MosquittoBroker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {error}{self.log_text()[-2000:]}")
-            if all(port_open(self.host, port) for port in self.ports.values()):
+                text = f"mosquitto exited with {self.process.returncode}: {error}{self.log_text()[-2000:]}"
+                self._close_pipes()
+                if "Address already in use" in text:
+                    raise PortTaken(text)
+                raise RuntimeError(text)
+            # Its own listening sockets, not just open ports: another process may hold one of them.
+            if set(self.ports.values()) <= self._listening_ports():
                 return self
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"mosquitto did not listen on {self.ports} within {timeout_s} s: {self.log_text()[-2000:]}")
+
+    def _listening_ports(self) -> set[int]:
+        if self.process is None:
+            return set()
+        try:
+            sockets = psutil.Process(self.process.pid).net_connections(kind="inet")
+        except psutil.Error:
+            return set()
+        return {sock.laddr.port for sock in sockets if sock.status == psutil.CONN_LISTEN}
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its database and exits."""
