@@ -209,21 +209,36 @@ def start_collector(spawn: Callable[..., ServiceProcess], settings: Settings) ->
     return spawn("collector/mqtt_collector.py", settings=settings, name="collector")
 
 
+def store_a_tls_device(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    setup: SecureSetup,
+    spawn: Callable[..., ServiceProcess],
+    collector: ServiceProcess,
+    collector_settings: Settings,
+    *,
+    rows: int,
+) -> ServiceProcess:
+    """Start the real simulator as vehicle_01 over TLS and wait until the collector stored `rows` of its readings."""
+    device_config = device_settings(tmp_path, broker, setup, "vehicle_01")
+    device = spawn("devices/device_simulator.py", "vehicle_01", settings=device_config, name="vehicle_01")
+    database = Path(collector_settings.sqlite_path)
+    wait_until(
+        lambda: len(stored_rows(database)) >= rows,
+        STORE_TIMEOUT_S,
+        message=lambda: f"device:\n{device.log_text()[-1500:]}\ncollector:\n{collector.log_text()[-1500:]}",
+    )
+    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    return device
+
+
 def test_a_device_with_valid_tls_and_credentials_is_stored_end_to_end(
     tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
 ) -> None:
     """The real device simulator over TLS (certificate + password) -> broker -> the real collector -> SQLite."""
     collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
     collector = start_collector(spawn, collector_settings)
-    device_config = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01")
-    device = spawn("devices/device_simulator.py", "vehicle_01", settings=device_config, name="vehicle_01")
-    database = Path(collector_settings.sqlite_path)
-    wait_until(
-        lambda: len(stored_rows(database)) >= 3,
-        STORE_TIMEOUT_S,
-        message=lambda: f"device:\n{device.log_text()[-1500:]}\ncollector:\n{collector.log_text()[-1500:]}",
-    )
-    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    device = store_a_tls_device(tmp_path, secure_broker, secure_setup, spawn, collector, collector_settings, rows=3)
     assert device.running() and collector.running()
     log_text = secure_broker.log_text()
     assert f"on port {secure_broker.ports[TLS_PORT]}." in log_text
@@ -245,15 +260,7 @@ def test_collector_workers_in_a_shared_group_pass_the_acl_and_store_a_tls_device
         STORE_TIMEOUT_S,
         message=lambda: collector.log_text()[-3000:],
     )
-    device_config = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01")
-    device = spawn("devices/device_simulator.py", "vehicle_01", settings=device_config, name="vehicle_01")
-    database = Path(collector_settings.sqlite_path)
-    wait_until(
-        lambda: len(stored_rows(database)) >= 6,
-        STORE_TIMEOUT_S,
-        message=lambda: f"device:\n{device.log_text()[-1500:]}\ncollector:\n{collector.log_text()[-1500:]}",
-    )
-    assert {device_id for device_id, _ in stored_rows(database)} == {"vehicle_01"}
+    store_a_tls_device(tmp_path, secure_broker, secure_setup, spawn, collector, collector_settings, rows=6)
     assert "refused" not in collector.log_text()
     assert "Denied" not in secure_broker.log_text()
 
