@@ -3,7 +3,8 @@
 Every scenario runs against real processes (our Mosquitto config, our services, the SQLite
 store) in a temporary folder. The results, with a description of the machine, go to
 bench/results/<UTC timestamp>.json and bench/results/latest.json (`--quick` runs write
-...-quick.json and latest-quick.json, so a smoke run never replaces the full figures).
+...-quick.json and latest-quick.json, so a smoke run never replaces the full figures), each with
+a PNG chart of the same name (bench/plots.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from bench.plots import plot_results
 from rtds.broker import PROJECT_ROOT, find_mosquitto
 
 SCENARIOS: dict[str, tuple[str, str]] = {
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads(args.render.read_text())
         console.print(results_table(document))
         print(markdown_table(document))
+        console.print(f"chart: {plot_results(document, args.render.with_suffix('.png'))}")
         return 0
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(document, indent=2))
     else:
         console.print(results_table(document))
-        console.print(f"results: {paths[0]} (and {paths[1].name})")
+        console.print(f"results: {paths[0]} (and {paths[1].name}); chart: {paths[0].with_suffix('.png')}")
     if args.markdown:
         print(markdown_table(document))
     return 1 if any("error" in outcome for outcome in document["scenarios"].values()) else 0
@@ -187,6 +190,8 @@ def write_results(document: dict[str, Any], folder: Path, *, quick: bool) -> tup
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(text)
         temporary.replace(path)
+    chart = plot_results(document, dated.with_suffix(".png"))
+    shutil.copyfile(chart, latest.with_suffix(".png"))
     return dated, latest
 
 

@@ -46,6 +46,8 @@ def test_quick_bench_runs_every_scenario_and_writes_its_json(tmp_path: Path) -> 
     written = sorted(tmp_path.glob("*-quick.json"))
     assert [path.name for path in written if path.name != "latest-quick.json"], "no dated results file"
     document = json.loads((tmp_path / "latest-quick.json").read_text())
+    for chart in (tmp_path / "latest-quick.png", *(path.with_suffix(".png") for path in written)):
+        assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), f"{chart.name} is not a PNG chart"
     assert json.loads(output) == document
     assert document["quick"] is True
 
