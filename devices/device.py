@@ -272,13 +272,14 @@ class DeviceSimulator:
         self.notify(self)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        _events.warning(
-            "connect_fail",
-            "%s: cannot reach the broker at %s:%d; queueing and retrying with backoff (check MQTT_BROKER_HOST/PORT)",
-            self.device_id,
-            self.settings.mqtt_broker_host,
-            self.settings.mqtt_broker_port,
+        settings = self.settings
+        reason = (
+            f"cannot reach the broker at {settings.mqtt_broker_host}:{settings.mqtt_broker_port} "
+            "(check MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
         )
+        if _events.would_log("connect_fail"):  # at most one probe per log line, whatever the fleet's size
+            reason = mqtt.diagnose_connection(settings) or reason
+        _events.warning("connect_fail", "%s: %s; queueing and retrying with backoff", self.device_id, reason)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected = False  # no lock: see the module docstring

@@ -30,6 +30,11 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def would_log(self, key: str) -> bool:
+        """Whether a warning under `key` would be written now (to skip costly work for one held back)."""
+        with self._lock:
+            return time.monotonic() - self._last.get(key, float("-inf")) >= self._interval_s
+
     def warning(self, key: str, message: str, *args: object) -> None:
         now = time.monotonic()
         with self._lock:

@@ -137,3 +137,17 @@ def explain_connection_error(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"no answer from the MQTT broker at {where} (timed out); check the address, port and firewall {settings_hint}"
     return f"cannot connect to the MQTT broker at {where}: {exc} {settings_hint}"
+
+
+def diagnose_connection(settings: Settings, timeout_s: float = 3.0) -> str | None:
+    """Why connecting to the broker fails, found by one TCP (and TLS) attempt of our own: paho's
+    reconnect loop reports that a connection failed, not why. None when both succeed."""
+    host = settings.mqtt_broker_host
+    try:
+        with socket.create_connection((host, settings.mqtt_broker_port), timeout=timeout_s) as sock:
+            if settings.mqtt_use_tls:
+                with tls_context(settings).wrap_socket(sock, server_hostname=host):
+                    pass
+    except (OSError, ValueError) as exc:
+        return explain_connection_error(exc, settings)
+    return None

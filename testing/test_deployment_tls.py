@@ -349,6 +349,21 @@ def test_a_device_that_does_not_trust_the_broker_refuses_to_connect(
     assert "certificate verify failed" in outcome.reason, outcome
 
 
+def test_a_device_simulator_that_does_not_trust_the_broker_says_so_in_its_log(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """paho's reconnect loop only says that a connection failed; the device finds out why and names the setting."""
+    trusted_nothing = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01").with_overrides(
+        mqtt_ca_certs=""  # the system's CAs, which never signed the broker's certificate
+    )
+    device = spawn("devices/device_simulator.py", "vehicle_01", settings=trusted_nothing, name="vehicle_01")
+    wait_until(
+        lambda: "TLS certificate" in device.log_text(), CONNECT_TIMEOUT_S, message=lambda: device.log_text()[-2000:]
+    )
+    assert f"TLS certificate at localhost:{secure_broker.ports[TLS_PORT]} was not accepted:" in device.log_text()
+    assert "check MQTT_CA_CERTS; queueing and retrying" in device.log_text()
+
+
 def test_clients_without_credentials_cannot_connect_on_any_listener(
     tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
 ) -> None:
