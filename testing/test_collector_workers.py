@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -163,3 +164,23 @@ def test_workers_read_the_env_file_and_relative_paths_of_the_folder_they_are_sta
     wait_until(lambda: database.exists() and stored_count(database) >= len(sent), 20, message=supervisor.log_text)
     assert_exactly_once(database, sent)
     assert supervisor.terminate() == 0, supervisor.log_text()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(broker: MosquittoBroker, settings: Settings, spawn: Spawn) -> None:
+    """No orphaned collectors holding sessions: Linux signals each worker when its supervisor dies, even by SIGKILL."""
+    supervisor = start_workers(spawn, collector_settings(settings), 2)
+    workers = [psutil.Process(pid) for pid in worker_pids(supervisor).values()]
+    os.kill(supervisor.pid, signal.SIGKILL)
+
+    def gone(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    try:
+        wait_until(lambda: all(gone(worker) for worker in workers), 15, message="workers outlived their supervisor")
+    finally:
+        for worker in workers:  # the fixture's clean-up reaches them only through the supervisor
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
