@@ -61,25 +61,22 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     }
     rate = ours["msgs_per_s"]
     ratios = {f"vs_{name}": ratio(rate, result.get("msgs_per_s")) for name, result in found.items()}
-    targets = [
-        target("drain msgs/s, one process", rate, TARGET_MSGS_PER_S, at_least=True, unit="msg/s"),
-        target(
-            "drain / paho batched-ack subscriber, one process each",
-            ratios["vs_paho_batched_ack"],
-            TARGET_VS_PAHO,
-            at_least=True,
-        ),
-    ]
+    rate_targets = [target("drain msgs/s, one process", rate, TARGET_MSGS_PER_S, at_least=True, unit="msg/s")]
+    ratio_target = target(
+        "drain / paho batched-ack subscriber, one process each",
+        ratios["vs_paho_batched_ack"],
+        TARGET_VS_PAHO,
+        at_least=True,
+    )
+    ratio_labels = {name: name.removeprefix("vs_") for name in ratios}
     if "workers_run" in ours:
         workers_rate = ours["workers_run"]["msgs_per_s"]
         ratios["workers_vs_paho_batched_ack"] = ratio(workers_rate, found["paho_batched_ack"].get("msgs_per_s"))
-        targets.append(
+        ratio_labels["workers_vs_paho_batched_ack"] = f"--workers {workers} vs paho_batched_ack"
+        rate_targets.append(
             target(f"drain msgs/s, --workers {workers}", workers_rate, TARGET_MSGS_PER_S, at_least=True, unit="msg/s")
         )
-    # The rate target is met by the best shipped way to run the collector on this machine; the ratio
-    # compares one process with one process.
-    rate_met = any(item["met"] for item in targets if item["name"].startswith("drain msgs/s"))
-    ratio_met = targets[1]["met"]
+    targets = [rate_targets[0], ratio_target, *rate_targets[1:]]
     params.update(
         {
             "payload_bytes_mean": ours.pop("payload_bytes_mean"),
@@ -91,19 +88,17 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         }
     )
     baseline_text = ", ".join(f"{name} {_rate_text(result)}" for name, result in found.items())
-    ratio_text = ", ".join(
-        f"{name.replace('vs_', '').replace('workers_', f'--workers {workers} vs ')} {value:.2f}"
-        for name, value in ratios.items()
-        if value is not None
-    )
+    ratio_text = ", ".join(f"{ratio_labels[name]} {value:.2f}" for name, value in ratios.items() if value is not None)
     rows = [
         {
             "scenario": "drain",
-            "figure": f"{_rate_text(ours)}, {messages:,} msgs" + _shared_text(ours),
+            "figure": f"{_rate_text(ours)}, {messages:,} msgs" + _workers_text(ours),
             "baselines": baseline_text,
             "ratios": ratio_text,
             "target": f">= {TARGET_MSGS_PER_S:,} msg/s and >= {TARGET_VS_PAHO} x paho batched",
-            "met": rate_met and ratio_met,
+            # The rate target is met by the best shipped way to run the collector on this machine; the
+            # ratio compares one process with one process.
+            "met": any(item["met"] for item in rate_targets) and ratio_target["met"],
         }
     ]
     return {
@@ -116,7 +111,7 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def _shared_text(ours: dict[str, Any]) -> str:
+def _workers_text(ours: dict[str, Any]) -> str:
     run = ours.get("workers_run")
     if not run:
         return ""

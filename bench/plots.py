@@ -32,13 +32,13 @@ DRAIN_NAMES = {
 def plot_results(document: dict[str, Any], path: Path) -> Path:
     """Write the run's chart to `path`; panels for scenarios that did not run (or failed) are left out."""
     scenarios = {name: outcome for name, outcome in document.get("scenarios", {}).items() if "error" not in outcome}
-    panels = [("targets", _plot_targets)]
+    panels = [_plot_targets]
     if "drain" in scenarios:
-        panels.append(("drain", _plot_drain))
+        panels.append(_plot_drain)
     if "latency" in scenarios:
-        panels.append(("latency", _plot_latency))
+        panels.append(_plot_latency)
     figure, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)), squeeze=False)
-    for (_, draw), axis in zip(panels, axes[:, 0], strict=True):
+    for draw, axis in zip(panels, axes[:, 0], strict=True):
         draw(axis, scenarios)
     machine = document.get("machine", {})
     figure.suptitle(

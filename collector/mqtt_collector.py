@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared-group", help="join a shared subscription group (default: COLLECTOR_SHARED_GROUP)")
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=int,
         help="collector processes in one shared group, client ids <client id>-1 ... -N (default: COLLECTOR_WORKERS)",
     )
     parser.add_argument(
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level, tag=args.log_tag)
         if args.forget_session:
             return _forget(settings, args.forget_session)
-        workers = args.workers or settings.collector_workers
+        workers = settings.collector_workers if args.workers is None else args.workers
+        if workers < 1:
+            raise ConfigError(f"--workers {workers} must be 1 or more")
         if workers > 1:
             return run_workers(settings, workers)
         return run(settings)
@@ -108,16 +110,6 @@ def _forget(settings: Settings, client_id: str) -> int:
         return 1
     print(f"deleted the session {client_id!r} at {where}: the broker no longer queues messages for it")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of workers")
-    return value
 
 
 if __name__ == "__main__":

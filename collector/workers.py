@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -32,8 +32,7 @@ from rtds.shutdown import StopRequest
 
 log = logging.getLogger("collector.workers")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-COLLECTOR_SCRIPT = PROJECT_ROOT / "collector" / "mqtt_collector.py"
+COLLECTOR_SCRIPT = Path(__file__).resolve().with_name("mqtt_collector.py")
 DEFAULT_SHARED_GROUP = "rtds-collectors"
 EXIT_CONFIG_ERROR = 2
 RESTART_MIN_DELAY_S = 1.0
@@ -60,7 +59,7 @@ class Worker:
     restart_at: float | None = None
     delay_s: float = RESTART_MIN_DELAY_S
     restarts: int = 0
-    exit_codes: list[int] = field(default_factory=list)
+    last_exit: int = 0
 
 
 class WorkerSupervisor:
@@ -126,8 +125,7 @@ class WorkerSupervisor:
         for worker in self.workers:
             process = worker.process
             if process is not None and process.poll() is not None:
-                code = process.returncode
-                worker.exit_codes.append(code)
+                code = worker.last_exit = process.returncode
                 worker.process = None
                 if code == EXIT_CONFIG_ERROR:
                     log.error(
@@ -171,8 +169,8 @@ class WorkerSupervisor:
                 log.warning("collector worker %d did not stop in time; killing it", worker.number)
                 worker.process.kill()
                 worker.process.wait()
-            worker.exit_codes.append(worker.process.returncode)
-        return [worker.exit_codes[-1] if worker.exit_codes else 0 for worker in self.workers]
+            worker.last_exit = worker.process.returncode
+        return [worker.last_exit for worker in self.workers]
 
 
 def _die_with_parent() -> None:

@@ -102,6 +102,9 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+PORT_RETRIES = 2
+
+
 class PortTaken(RuntimeError):
     """Another process listens on a port mosquitto was to bind."""
 
@@ -135,21 +138,20 @@ class MosquittoBroker:
         return "127.0.0.1"
 
     def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
-        """Start and wait until every listener accepts connections.
+        """Start and wait until mosquitto itself listens on every port.
 
         A port picked by free_port() can be taken by another process before mosquitto binds it; then
         mosquitto exits with "Address already in use" and, when the port was picked here, a new one is
         tried (twice at most). A port the caller gave is the caller's to keep.
         """
-        for attempt in range(3):
+        for _ in range(PORT_RETRIES):
             try:
                 return self._start_once(timeout_s)
             except PortTaken:
-                if not self._port_chosen_here or attempt == 2:
+                if not self._port_chosen_here:
                     raise
-                self.port = free_port()
-                self.ports[1883] = self.port
-        raise AssertionError("unreachable")
+                self.port = self.ports[1883] = free_port()
+        return self._start_once(timeout_s)
 
     def _start_once(self, timeout_s: float) -> MosquittoBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
