@@ -53,6 +53,7 @@ SOCKET_TIMEOUT_S = 10.0  # connect, TLS handshake, CONNACK, and any one send
 STOP_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 2.0
 SUBSCRIBE_PACKET_ID = 1
+RESYNCED = "resynced"  # _serve's answer when it ended the connection to open the session again
 
 
 class IntakeListener(Protocol):
@@ -91,6 +92,7 @@ class SubscriberSession:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self._woken = False
+        self._resync_requested = False
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="collector-intake", daemon=True)
@@ -116,6 +118,17 @@ class SubscriberSession:
                 self._acks.extend(packet_ids)
                 self._wake()
         return stale
+
+    def resync(self) -> None:
+        """End this connection cleanly (queued acks first) and open the session again at once.
+
+        On a reconnect the broker resends every message of the session that is unacked or still queued:
+        the one way, in MQTT 3.1.1, to get back messages a broker holds on a healthy connection and does
+        not send (README: "When the store goes away").
+        """
+        with self._lock:
+            self._resync_requested = True
+            self._wake()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Send the queued acks and a DISCONNECT, close the connection and end the thread."""
@@ -160,6 +173,8 @@ class SubscriberSession:
                     self._acks.clear()
                     self._socket = None
                 sock.close()
+                if reason is RESYNCED:
+                    continue
                 if reason is not None:
                     self._notify(self._listener.on_lost, reason, acks_unsent)
             if self._stopping.wait(delay_s):
@@ -201,11 +216,12 @@ class SubscriberSession:
         return sock, session_present, received[4:]
 
     def _serve(self, sock: socket.socket, session_present: bool, buffered: bytes) -> str | None:
-        """Run one connection until it drops (return why) or the session stops (return None)."""
+        """Run one connection until it drops (return why), the session stops (None) or resyncs (RESYNCED)."""
         with self._lock:
             self._connection += 1
             connection = self._connection
             self._socket = sock
+            self._resync_requested = False  # a new connection has just been sent everything the session holds
         self._notify(self._listener.on_connected, session_present)
         keepalive_s = self._keepalive_s
         ping_sent_at: float | None = None
@@ -219,13 +235,14 @@ class SubscriberSession:
                     packet_ids, self._acks = self._acks, []
                     self._woken = False
                     stopping = self._stopping.is_set()
+                    resync, self._resync_requested = self._resync_requested, False
                 if packet_ids:
                     sock.sendall(puback_packets(packet_ids))
                     last_sent = time.monotonic()
-                if stopping:
+                if stopping or resync:
                     sock.sendall(DISCONNECT)
                     self._close_gracefully(sock)
-                    return None
+                    return None if stopping else RESYNCED
                 now = time.monotonic()
                 if keepalive_s:
                     if ping_sent_at is not None and now - ping_sent_at > keepalive_s:

@@ -29,7 +29,7 @@ from typing import TypeVar
 from collector.counters import CollectorCounters, describe
 from collector.intake import SubscriberSession
 from collector.mqtt_wire import SUBACK_FAILURE, Delivery
-from collector.retry import Abandoned, Retrier, RetryPolicy
+from collector.retry import Abandoned, Outage, Retrier, RetryPolicy
 from rtds import mqtt
 from rtds.errors import InvalidMessage, StoreRejected
 from rtds.logs import RateLimitedLog
@@ -98,12 +98,15 @@ class Collector:
         self._started_at = 0.0
         self._in_hand = 0  # taken from a buffer by the writer, not yet acked
         self.unwritten = 0
+        self._resync_when_caught_up = False
         self._retrier = Retrier(
             self.retry_policy,
             self.counters,
             stopping=self._stopping,
             abandon=self._abandon,
             buffered=lambda: self.buffered,
+            ready=store.ready,
+            on_recovered=self._store_recovered,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -251,6 +254,8 @@ class Collector:
         batch_started = 0.0
         try:
             while True:
+                if self._resync_when_caught_up and not self._pending:
+                    self._resync_after_outage()
                 if self._pending:
                     # Writing at once is right for a lone message; a stream arriving as fast as we write
                     # would otherwise be written one or two records at a time, each a thread hand-off.
@@ -272,6 +277,21 @@ class Collector:
         except Exception:
             log.exception("the collector's writer failed; stopping (what it held is unacked and will be redelivered)")
             self.failed.set()
+
+    def _store_recovered(self, outage: Outage) -> None:
+        self._resync_when_caught_up = self._intake is not None
+
+    def _resync_after_outage(self) -> None:
+        """Everything that waited through the outage is stored and acked: open the MQTT session once more.
+
+        A broker can hold messages of a live session without sending them until the client reconnects
+        (Mosquitto before 2.0.13 was seen to; README "When the store goes away"). Reconnecting costs a few
+        milliseconds, and the broker then resends whatever it still holds, so nothing waits for a restart.
+        """
+        self._resync_when_caught_up = False
+        if self._intake is not None and not self._stopping.is_set():
+            log.info("caught up after the store outage; reconnecting once so the broker resends anything it holds")
+            self._intake.resync()
 
     def _wait_for(self, count: int, timeout_s: float) -> None:
         """Sleep until `count` messages are buffered, stop() is called, or the timeout."""

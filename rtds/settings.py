@@ -123,8 +123,8 @@ class Settings:
     collector_batch_size: int = 250
     collector_flush_interval_ms: int = 500
     collector_max_retries: int = 3
-    collector_retry_interval_ms: int = 5_000
-    collector_max_retry_delay_ms: int = 30_000
+    collector_retry_interval_ms: int = 500
+    collector_max_retry_delay_ms: int = 2_000
     collector_summary_interval_s: float = 30.0
     collector_shared_group: str = ""
     collector_workers: int = 1

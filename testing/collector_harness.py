@@ -10,7 +10,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from rtds.schema import MEASUREMENT, data_topic
 from rtds.settings import Settings
-from rtds.testkit import ServiceProcess, wait_until
+from rtds.testkit import Received, ServiceProcess, wait_until
 
 Key = tuple[str, int]  # (device_id, seq)
 Spawn = Callable[..., ServiceProcess]
@@ -198,7 +199,28 @@ def mosquitto_pub(port: int, topic: str, payload: bytes) -> None:
     )
 
 
+def keys_seen(messages: Iterable[Received]) -> set[Key]:
+    """(device_id, seq) of every reading a Witness saw."""
+    keys = set()
+    for message in messages:
+        document = orjson.loads(message.payload)
+        keys.add((document["device_id"], document["seq"]))
+    return keys
+
+
 # --- the SQLite file --------------------------------------------------------------------------
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Another connection holds the database's write lock, as a long transaction or a backup would."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def _query(path: str | Path, sql: str, parameters: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

@@ -213,13 +213,14 @@ def test_real_device_simulators_end_to_end(broker: MosquittoBroker, settings: Se
     assert collector.terminate() == 0
 
 
-def test_retry_delays_double_from_the_interval_to_the_cap_then_hold_there() -> None:
+def test_retry_delays_double_from_the_interval_to_a_cap_of_a_few_seconds_and_probe_after_the_retries() -> None:
     policy = RetryPolicy.from_settings(load_settings(env_file=None, environ={}))
-    assert policy == RetryPolicy(first_delay_s=5.0, max_delay_s=30.0, max_retries=3)
-    assert [policy.delay_s(failures) for failures in range(1, 7)] == [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]
-    assert [policy.exhausted(failures) for failures in (3, 4)] == [False, True]
+    assert policy == RetryPolicy(first_delay_s=0.5, max_delay_s=2.0, max_retries=3)
+    assert [policy.delay_s(failures) for failures in range(1, 7)] == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert [policy.probes_first(failures) for failures in (3, 4)] == [False, True]
     assert policy.delay_s(1, retry_after_s=1.5) == 1.5, "the store's Retry-After is honoured"
-    assert policy.delay_s(2, retry_after_s=300) == 30.0, "but never beyond the cap"
+    assert policy.delay_s(2, retry_after_s=300) == 2.0, "but never beyond the cap"
+    assert policy.delay_s(2, retry_after_s=0) > 0, "a Retry-After of 0 is no busy loop"
 
 
 def test_the_summary_line_names_rates_reasons_batches_and_write_latency() -> None:

@@ -50,8 +50,9 @@ def test_environment_overrides_env_file(tmp_path: Path) -> None:
 def test_defaults_follow_the_seed() -> None:
     settings = load_settings(env_file=None, environ={})
     assert (settings.collector_batch_size, settings.collector_flush_interval_ms) == (250, 500)
-    assert (settings.collector_max_retries, settings.collector_retry_interval_ms) == (3, 5000)
-    assert settings.collector_max_retry_delay_ms == 30_000
+    assert settings.collector_max_retries == 3
+    # Not the seed's 5 s doubling to 30 s: a store back after a short outage must be written to within seconds.
+    assert (settings.collector_retry_interval_ms, settings.collector_max_retry_delay_ms) == (500, 2_000)
     assert settings.influxdb_bucket == "vehicle-data"
     assert settings.influxdb_url_fallback == ""
     assert settings.device_publish_interval_s == 0.1

@@ -70,6 +70,13 @@ class StoreWriter(Protocol):
         """
         ...
 
+    def ready(self) -> bool:
+        """While writes fail: whether the store answers again, asked more cheaply than a write. Never raises.
+
+        An adapter with nothing cheaper than the write itself answers True, and the next write is the probe.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

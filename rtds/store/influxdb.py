@@ -132,6 +132,10 @@ class InfluxStore:
             ),
         )
 
+    def ready(self) -> bool:
+        """Whether /health of the primary (or, with a fallback, of either) passes now: one small GET."""
+        return bool(self._select(force=True).healthy)
+
     # --- reading -------------------------------------------------------------------------
 
     def latest(self, device_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:

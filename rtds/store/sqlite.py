@@ -167,6 +167,10 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreUnavailable(f"cannot open {self.path} for writing: {exc}") from exc
 
+    def ready(self) -> bool:
+        """SQLite has nothing cheaper to ask than the write itself: a locked or unwritable file shows only then."""
+        return True
+
     def _drop_writer_if_broken(self, exc: sqlite3.Error) -> None:
         if self._writer is not None and not isinstance(exc, sqlite3.IntegrityError):
             with contextlib.suppress(sqlite3.Error):
