@@ -326,16 +326,25 @@ def _read_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def read_stats(queue_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """device_id -> its device_stats row (plus the exact next_seq), from every queue file in `queue_dir`."""
+    """device_id -> its device_stats row (plus the exact next_seq and acked_through), from every queue file."""
     stats: dict[str, dict[str, Any]] = {}
     # next_seq and generated come from `sequences`, which commits with every insert; the other
     # counters are saved about once a second, so after a kill -9 they trail by up to a second.
     columns = ", ".join(f"s.{name}" for name in _STATS_COLUMNS if name not in ("next_seq", "generated"))
+    # Messages leave the queue only on their PUBACK and go out in seq order, so every seq below the oldest one
+    # still queued was acknowledged by the broker (or evicted): `acked_through`, -1 before the first.
     sql = (
-        f"SELECT {columns}, COALESCE(q.next_seq, s.next_seq) AS next_seq, COALESCE(q.next_seq, s.generated) "
+        f"SELECT {columns}, COALESCE(q.next_seq, s.next_seq) AS next_seq, COALESCE(q.next_seq, s.generated), "
+        "COALESCE((SELECT MIN(m.seq) FROM messages AS m WHERE m.device_id = s.device_id), "
+        "COALESCE(q.next_seq, s.next_seq)) - 1 "
         "FROM device_stats AS s LEFT JOIN sequences AS q ON q.device_id = s.device_id"
     )
-    names = (*(name for name in _STATS_COLUMNS if name not in ("next_seq", "generated")), "next_seq", "generated")
+    names = (
+        *(name for name in _STATS_COLUMNS if name not in ("next_seq", "generated")),
+        "next_seq",
+        "generated",
+        "acked_through",
+    )
     for path in _queue_files(queue_dir):
         for row in _read_rows(path, sql):
             entry = dict(zip(names, row, strict=True))

@@ -161,11 +161,21 @@ def print_summary(result: dict[str, Any]) -> None:
             else f"[yellow]{device['duplicate_points']:,}[/] ({format_ranges(device['duplicates'], 3)})"
         )
         tail = "-" if not device["tail_count"] else f"{device['tail_count']:,} (queued {device['queued']})"
+        if device["held_upstream_count"]:
+            tail = (
+                f"{device['tail_count']:,} (held upstream {device['held_upstream_count']:,}, queued {device['queued']})"
+            )
         table.add_row(device["device_id"], f"{device['stored']:,}", seq_range, missing, evicted, twice, tail)
     out.print(table)
     if result["duplicate_points_total"]:
         out.print(
             "[yellow]Seqs stored twice under different times: a device restarted its seq counter (lost its queue file).[/]"
+        )
+    if result["held_upstream_total"]:
+        out.print(
+            f"{result['held_upstream_total']:,} seq(s) the broker acknowledged to their device are not stored yet: "
+            "they are held upstream of the store (the broker's session or the collector's buffer, e.g. while the "
+            "store is down), not lost. The collector writes them when the store takes them; check its log."
         )
     if result["tail_total"] and not result["include_tail"]:
         out.print(

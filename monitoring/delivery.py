@@ -5,7 +5,9 @@ is not stored in that range is missing; the parts the device's own queue evicted
 `evictions` table, read through `devices.offline_queue.read_evictions`) are reported as evicted
 and still count as missing. A seq stored twice under different times means the device restarted
 its counter. Seqs after the last stored one that the device says it produced (`next_seq` in its
-stats) are the unconfirmed tail: normally still queued or in flight.
+stats) are the unconfirmed tail. The part of it the broker already acknowledged to the device
+(`acked_through`, from its queue) is held upstream of the store, in the broker or the collector (while the
+store is down, say), not lost; the rest is still in the device's queue or in flight.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class DeviceDelivery:
     duplicates: Ranges = field(default_factory=list)
     duplicate_points: int = 0
     tail: Ranges = field(default_factory=list)
+    held_upstream: Ranges = field(default_factory=list)
     queued: int | None = None
 
     @property
@@ -114,6 +117,8 @@ class DeviceDelivery:
             "duplicates": [list(r) for r in self.duplicates],
             "tail_count": range_size(self.tail),
             "tail": [list(r) for r in self.tail],
+            "held_upstream_count": range_size(self.held_upstream),
+            "held_upstream": [list(r) for r in self.held_upstream],
             "queued": self.queued,
             "complete": self.complete,
         }
@@ -137,6 +142,7 @@ class DeliveryReport:
             "evicted_total": sum(range_size(d.evicted) for d in self.devices),
             "duplicate_points_total": sum(d.duplicate_points for d in self.devices),
             "tail_total": sum(range_size(d.tail) for d in self.devices),
+            "held_upstream_total": sum(range_size(d.held_upstream) for d in self.devices),
             "evictions_source": self.evictions_source,
             "devices": [d.as_dict() for d in self.devices],
         }
@@ -151,6 +157,7 @@ def check_device(
     evictions: Ranges,
     next_seq: int | None = None,
     queued: int | None = None,
+    acked_through: int | None = None,
     include_tail: bool = False,
 ) -> DeviceDelivery:
     """Compare one device's stored seqs (any order, -1 for points without one) with what it produced."""
@@ -173,6 +180,8 @@ def check_device(
     result.missing = merge_ranges(holes + evicted_all)
     if next_seq is not None and next_seq > tail_start:
         result.tail = subtract_ranges([(tail_start, next_seq - 1)], evicted_all)
+        if acked_through is not None and acked_through >= tail_start:
+            result.held_upstream = intersect_ranges(result.tail, [(tail_start, acked_through)])
         if include_tail:
             result.missing = merge_ranges(result.missing + result.tail)
     result.evicted = intersect_ranges(result.missing, evicted_all)
@@ -209,6 +218,7 @@ def check_delivery(
                 evictions=evictions.get(name, []),
                 next_seq=stats.get("next_seq"),
                 queued=stats.get("queued"),
+                acked_through=stats.get("acked_through"),
                 include_tail=include_tail,
             )
         )

@@ -29,10 +29,12 @@ from collector_harness import (
 from influxdb_fake import FakeInfluxDB
 from mqtt_proxy import HoldingProxy
 
+from devices.offline_queue import read_stats
+from monitoring import check_delivery
 from rtds.broker import MosquittoBroker
 from rtds.schema import MEASUREMENT
 from rtds.settings import Settings
-from rtds.testkit import ServiceProcess, Witness, wait_until
+from rtds.testkit import ServiceProcess, Witness, settings_env, wait_until
 
 RESUME_WITHIN_S = 10.0
 TOKEN = "test-token"
@@ -228,4 +230,38 @@ def test_messages_a_broker_holds_back_on_a_live_connection_arrive_once_the_colle
     print(f"17 held back: all {len(seen)} stored {resumed_s:.1f} s after the store's return")
     assert_exactly_once(config.sqlite_path, seen)
     assert "caught up after the store outage; reconnecting once" in collector.log_text()
+    assert collector.terminate() == 0
+
+
+def test_the_delivery_check_says_acked_messages_are_held_upstream_while_the_store_is_down(
+    settings: Settings,
+    spawn: Spawn,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = settings.with_overrides(device_publish_interval_s=0.05)
+    for key, value in settings_env(config).items():
+        monkeypatch.setenv(key, value)
+    collector = start_collector(spawn, config)
+    device = spawn("devices/device_simulator.py", "vehicle_01", settings=config)
+    wait_until(lambda: stored_keys(config.sqlite_path), 20, message=device.log_text)
+    holder = sqlite3.connect(config.sqlite_path, isolation_level=None, timeout=10)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        last_stored = max(seq for _, seq in stored_keys(config.sqlite_path))
+
+        def acked_beyond_the_store() -> bool:
+            stats = read_stats(config.device_queue_dir).get("vehicle_01", {})
+            return stats.get("acked_through", -1) >= last_stored + 20
+
+        wait_until(acked_beyond_the_store, 20, message=lambda: str(read_stats(config.device_queue_dir)))
+        capsys.readouterr()
+        code = check_delivery.main([])
+        text = capsys.readouterr().out
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 0, text
+    assert "held upstream of the store" in text and "not lost" in text, text
+    assert device.terminate() == 0
     assert collector.terminate() == 0

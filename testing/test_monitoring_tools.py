@@ -386,6 +386,9 @@ def test_delivery_ranges() -> None:
     assert device.unexplained == [(0, 4), (8, 8), (11, 11)]
     assert device.duplicates == [(9, 9)] and device.without_seq == 1
     assert device.tail == [(13, 19), (23, 24)]
+    assert device.held_upstream == [], "nothing beyond the stored seqs was acknowledged: all still at the device"
+    held = check_device("d", seqs, stored=7, from_zero=True, evictions=[(20, 22)], next_seq=25, acked_through=21)
+    assert held.held_upstream == [(13, 19)], "acked by the broker, not yet stored, evictions aside"
     from_first = check_device("d", seqs, stored=7, from_zero=False, evictions=[])
     assert from_first.missing == [(8, 8), (10, 11)]
     assert subtract_ranges([(0, 10)], [(2, 3), (5, 5), (9, 20)]) == [(0, 1), (4, 4), (6, 8)]

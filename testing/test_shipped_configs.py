@@ -220,7 +220,7 @@ def compose_services() -> dict[str, dict[str, Any]]:
 def test_compose_runs_mosquitto_2_and_influxdb_2_7_with_healthchecks_volumes_and_log_rotation() -> None:
     compose = load_yaml(COMPOSE_FILE)
     services = compose["services"]
-    assert services["mosquitto"]["image"] == "eclipse-mosquitto:2.0"
+    assert services["mosquitto"]["image"] == "eclipse-mosquitto:2.0.22", "a patch release with the in-flight fixes"
     assert services["influxdb"]["image"] == "influxdb:2.7"
     assert set(compose["volumes"]) == {"mosquitto-data", "influxdb-data", "influxdb-config"}
     assert "mosquitto-data:/mosquitto/data" in services["mosquitto"]["volumes"]
