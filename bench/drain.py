@@ -46,11 +46,11 @@ BASELINE_CLIENT_ID = "bench-baseline"
 def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     params = dict(QUICK if quick else FULL)
     messages = params["messages"]
-    ours = _drain_ours(workdir / "ours", messages, params["publishers"])
+    ours = drain_ours(workdir / "ours", messages, params["publishers"])
     workers = params["workers"]
     if workers > 1:
         # `rtds collector --workers N`: N processes in one shared-subscription group, one core each.
-        ours["workers_run"] = _drain_ours(workdir / "ours_workers", messages, params["publishers"], workers)
+        ours["workers_run"] = drain_ours(workdir / "ours_workers", messages, params["publishers"], workers)
         for key in ("payload_bytes_mean", "sqlite_synchronous", "collector_batch_size"):
             ours["workers_run"].pop(key)
     found = {
@@ -129,7 +129,7 @@ def _rate_text(result: dict[str, Any]) -> str:
 BENCH_ROWS = "FROM device_data WHERE device_id >= 'bench_' AND device_id < 'bench`'"
 
 
-def _drain_ours(workdir: Path, messages: int, publishers: int, workers: int = 1) -> dict[str, Any]:
+def drain_ours(workdir: Path, messages: int, publishers: int, workers: int = 1) -> dict[str, Any]:
     """Our collector (`rtds collector`, or `--workers N` for N processes in one shared group) draining the backlog."""
     workdir = fresh_dir(workdir)
     broker = start_broker(workdir, "broker")
