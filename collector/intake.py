@@ -40,6 +40,7 @@ from collector.mqtt_wire import (
     parse_connack,
     parse_suback,
     puback_packets,
+    publish_packet,
     read_packets,
     subscribe_packet,
 )
@@ -85,9 +86,12 @@ class SubscriberSession:
         self._listener = listener
         self._tls = mqtt.tls_context(settings) if settings.mqtt_use_tls else None
         self._keepalive_s = settings.mqtt_keepalive_s
+        self._brokers = settings.mqtt_brokers
+        self._broker_index = 0  # the node of the current or next connection; a failure moves to the next
         self._lock = threading.Lock()
         self._connection = 0  # odd while a connection is up; every change invalidates older packet ids
         self._acks: list[int] = []  # packet ids stored and not yet sent, all of the current connection
+        self._outgoing: list[bytes] = []  # QoS 0 packets to send on the current connection
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
@@ -118,6 +122,12 @@ class SubscriberSession:
                 self._acks.extend(packet_ids)
                 self._wake()
         return stale
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send one QoS 0 message on the current connection (dropped if there is none: QoS 0 promises nothing)."""
+        with self._lock:
+            self._outgoing.append(publish_packet(topic, payload))
+            self._wake()
 
     def resync(self) -> None:
         """End this connection cleanly (queued acks first) and open the session again at once.
@@ -162,8 +172,10 @@ class SubscriberSession:
                 sock, session_present, leftover = self._connect()
             except ConnectionRefused as exc:
                 self._notify(self._listener.on_refused, exc.return_code)
+                self._next_broker()
             except (OSError, ProtocolViolation) as exc:
-                self._notify(self._listener.on_unreachable, describe_failure(exc, self._settings))
+                self._notify(self._listener.on_unreachable, describe_failure(exc, self._settings, self.broker))
+                self._next_broker()
             else:
                 delay_s = mqtt.RECONNECT_MIN_DELAY_S
                 reason = self._serve(sock, session_present, leftover)
@@ -171,21 +183,36 @@ class SubscriberSession:
                     self._connection += 1
                     acks_unsent = len(self._acks)
                     self._acks.clear()
+                    self._outgoing.clear()
                     self._socket = None
                 sock.close()
                 if reason is RESYNCED:
                     continue
                 if reason is not None:
                     self._notify(self._listener.on_lost, reason, acks_unsent)
+                    if self._next_broker():
+                        continue  # another node, at once: the session lives in the cluster, not in the dead node
             if self._stopping.wait(delay_s):
                 return
             delay_s = min(delay_s * 2, mqtt.RECONNECT_MAX_DELAY_S)
 
+    @property
+    def broker(self) -> tuple[str, int]:
+        """(host, port) of the broker node this session is connected to, or will try next."""
+        return self._brokers[self._broker_index]
+
+    def _next_broker(self) -> bool:
+        """Move on to the next node of MQTT_BROKER_FALLBACK_HOSTS; False when there is only one broker."""
+        if len(self._brokers) == 1:
+            return False
+        self._broker_index = (self._broker_index + 1) % len(self._brokers)
+        return True
+
     def _connect(self) -> tuple[socket.socket, bool, bytes]:
         """TCP, TLS, CONNECT and CONNACK; (socket, session present, bytes read past the CONNACK)."""
         settings = self._settings
-        host = settings.mqtt_broker_host
-        sock = socket.create_connection((host, settings.mqtt_broker_port), timeout=SOCKET_TIMEOUT_S)
+        host, port = self.broker
+        sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
@@ -233,11 +260,12 @@ class SubscriberSession:
             while True:
                 with self._lock:
                     packet_ids, self._acks = self._acks, []
+                    outgoing, self._outgoing = self._outgoing, []
                     self._woken = False
                     stopping = self._stopping.is_set()
                     resync, self._resync_requested = self._resync_requested, False
-                if packet_ids:
-                    sock.sendall(puback_packets(packet_ids))
+                if packet_ids or outgoing:
+                    sock.sendall(b"".join(outgoing) + (puback_packets(packet_ids) if packet_ids else b""))
                     last_sent = time.monotonic()
                 if stopping or resync:
                     sock.sendall(DISCONNECT)
@@ -311,11 +339,11 @@ class SubscriberSession:
             log.exception("unexpected error in the collector's %s", getattr(callback, "__name__", callback))
 
 
-def describe_failure(exc: BaseException, settings: Settings) -> str:
-    """Why a connection could not be made."""
+def describe_failure(exc: BaseException, settings: Settings, broker: tuple[str, int]) -> str:
+    """Why a connection to `broker` could not be made."""
     if isinstance(exc, ProtocolViolation):
         return describe_loss(exc)
-    return mqtt.explain_connection_error(exc, settings)
+    return mqtt.explain_connection_error(exc, settings, broker)
 
 
 def describe_loss(exc: BaseException) -> str:

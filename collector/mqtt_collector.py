@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.service import Collector
-from collector.workers import forget_session, run_workers
+from collector.workers import EXIT_CONFIG_ERROR, forget_session, run_workers
 from rtds.errors import ConfigError, StoreError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
@@ -51,7 +51,7 @@ def run(settings: Settings) -> int:
     try:
         collector.start()
         while not stop_requested.wait(0.5):
-            if collector.failed.is_set():
+            if collector.failed.is_set() or collector.broker_unsuitable.is_set():
                 break
         log.info("stopping: writing and acking what is buffered")
         clean = collector.stop()
@@ -59,6 +59,8 @@ def run(settings: Settings) -> int:
     finally:
         store.close()
         dead_letters.close()
+    if collector.broker_unsuitable.is_set():
+        return EXIT_CONFIG_ERROR  # a restart would meet the same broker: the supervisor stops every worker
     return 0 if clean else 1
 
 

@@ -1,6 +1,6 @@
 """MQTT 3.1.1 packets as bytes, for the collector's intake (collector/intake.py): no sockets, no clocks.
 
-Only what a subscribe-only client needs: CONNECT, SUBSCRIBE, PUBACK, PINGREQ and DISCONNECT out;
+Only what a subscribe-only client needs: CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT and a QoS 0 PUBLISH out;
 CONNACK, SUBACK, PUBLISH (QoS 0 and 1) and PINGRESP in. `read_packets` splits every complete packet
 out of a buffer in one pass, so a 256 KiB read of a backlog becomes several hundred messages at once.
 """
@@ -72,6 +72,12 @@ def connect_packet(
 def subscribe_packet(packet_id: int, topic_filters: list[str], qos: int) -> bytes:
     body = struct.pack(">H", packet_id) + b"".join(_utf8_field(topic) + bytes((qos,)) for topic in topic_filters)
     return bytes((SUBSCRIBE,)) + encode_remaining_length(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH (the collector's subscription probe: it needs no ack)."""
+    body = _utf8_field(topic) + payload
+    return bytes((PUBLISH,)) + encode_remaining_length(len(body)) + body
 
 
 def puback_packets(packet_ids: list[int]) -> bytes:

@@ -33,7 +33,14 @@ from collector.retry import Abandoned, Outage, Retrier, RetryPolicy
 from rtds import mqtt
 from rtds.errors import InvalidMessage, StoreRejected
 from rtds.logs import RateLimitedLog
-from rtds.schema import DATA_SUBSCRIPTIONS, TelemetryRecord, data_topic, encode_payload, parse_message
+from rtds.schema import (
+    DATA_SUBSCRIPTIONS,
+    TelemetryRecord,
+    data_topic,
+    encode_payload,
+    health_topic,
+    parse_message,
+)
 from rtds.settings import Settings
 from rtds.store import StoreWriter
 from rtds.store.deadletter import DeadLetter, DeadLetterStore
@@ -51,6 +58,8 @@ NEVER = 1 << 62
 # every transaction costs an fsync; 4,000-row transactions drained a backlog about 25 % faster than 1,000-row
 # ones (bench/README.md). The broker's in-flight window (10,000 in the shipped config) bounds them anyway.
 BACKLOG_BATCH_FACTOR = 16
+# A broker that grants a shared subscription must deliver a message through it within this long.
+SHARED_PROBE_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
 
@@ -91,7 +100,13 @@ class Collector:
         self._abandon = threading.Event()
         self._subscribed = threading.Event()
         self.failed = threading.Event()  # the writer died of a bug; the process should exit and be restarted
+        # Set when the broker takes the shared subscription but delivers nothing through it: no restart helps.
+        self.broker_unsuitable = threading.Event()
+        self._probe_topic = health_topic(settings.mqtt_username, f"{settings.mqtt_client_id}/shared-probe")
+        self._probe_filter = f"$share/{settings.collector_shared_group}/{self._probe_topic}"
+        self._probing = False
         self._connected_before = False
+        self._subscribed_before = False
         self._warn = RateLimitedLog(log, 10.0)
         self._intake: SubscriberSession | None = None
         self._threads: list[threading.Thread] = []
@@ -113,7 +128,8 @@ class Collector:
 
     def start(self) -> None:
         settings = self.settings
-        self._intake = SubscriberSession(settings, settings.mqtt_client_id, self.topics, self)
+        filters = (*self.topics, self._probe_filter) if settings.collector_shared_group else self.topics
+        self._intake = SubscriberSession(settings, settings.mqtt_client_id, filters, self)
         self._started_at = time.monotonic()
         self._threads = [
             threading.Thread(target=self._run_writer, name="collector-writer", daemon=True),
@@ -122,10 +138,9 @@ class Collector:
         for thread in self._threads:
             thread.start()
         log.info(
-            "collecting %s from %s:%d as client %r into %s (batches of up to %d; dead letters in %s)",
+            "collecting %s from %s as client %r into %s (batches of up to %d; dead letters in %s)",
             ", ".join(self.topics),
-            settings.mqtt_broker_host,
-            settings.mqtt_broker_port,
+            " or ".join(f"{host}:{port}" for host, port in settings.mqtt_brokers),
             settings.mqtt_client_id,
             describe_store(settings),
             self._batch_size,
@@ -181,6 +196,8 @@ class Collector:
     def on_messages(self, deliveries: list[Delivery]) -> None:
         if not self._accepting:
             return  # not acked: the broker delivers them again to the next session
+        if self._probing:
+            deliveries = self._take_probe(deliveries)
         try:
             self.counters.received += len(deliveries)
             pending = self._pending
@@ -206,7 +223,8 @@ class Collector:
                 self._room.wait(0.1)
 
     def on_connected(self, session_present: bool) -> None:
-        where = f"{self.settings.mqtt_broker_host}:{self.settings.mqtt_broker_port}"
+        host, port = self._intake.broker if self._intake is not None else self.settings.mqtt_brokers[0]
+        where = f"{host}:{port}"
         if self._connected_before and not session_present:
             log.warning(
                 "reconnected to %s but the broker had no session for %r: messages published while we were "
@@ -246,7 +264,49 @@ class Collector:
             )
             return
         log.info("subscribed to %s at QoS 1", ", ".join(self.topics))
+        if self.settings.collector_shared_group and not self._probing and not self._subscribed_before:
+            self._start_probe()
+        self._subscribed_before = True
         self._subscribed.set()
+
+    # --- the shared-subscription probe (its thread, and a timer) --------------------------------------
+
+    def _start_probe(self) -> None:
+        """A broker may grant `$share/...` and never deliver through it (nats-server 2.9 does): one message of
+        our own through the group must come back, or the collector stops with a sentence saying why."""
+        assert self._intake is not None
+        self._probing = True
+        self._intake.publish(self._probe_topic, b"shared subscription probe")
+        timer = threading.Timer(SHARED_PROBE_TIMEOUT_S, self._probe_timed_out)
+        timer.daemon = True
+        timer.start()
+
+    def _take_probe(self, deliveries: list[Delivery]) -> list[Delivery]:
+        rest = [delivery for delivery in deliveries if delivery[0] != self._probe_topic]
+        if len(rest) < len(deliveries):
+            self._probing = False
+            log.info(
+                "the broker delivers through the shared subscription group %r", self.settings.collector_shared_group
+            )
+            if self._intake is not None:
+                self._intake.ack([delivery for delivery in deliveries if delivery[0] == self._probe_topic])
+        return rest
+
+    def _probe_timed_out(self) -> None:
+        if not self._probing:
+            return
+        host, port = self._intake.broker if self._intake is not None else self.settings.mqtt_brokers[0]
+        log.error(
+            "the broker at %s:%d accepted the shared subscription %s but delivered nothing through it within %g s: "
+            "it does not support MQTT shared subscriptions (nats-server does not, for one). Run one collector "
+            "(COLLECTOR_WORKERS=1, COLLECTOR_SHARED_GROUP empty), or use a broker that supports them "
+            "(Mosquitto 2, EMQX, HiveMQ, VerneMQ; DEPLOYMENT.md lists them)",
+            host,
+            port,
+            self._probe_filter,
+            SHARED_PROBE_TIMEOUT_S,
+        )
+        self.broker_unsuitable.set()
 
     # --- the writer thread ----------------------------------------------------------------
 

@@ -101,7 +101,11 @@ class PresenceTracker:
 
     @property
     def broker(self) -> str:
-        return f"{self._settings.mqtt_broker_host}:{self._settings.mqtt_broker_port}"
+        """The broker node in use (or tried next), as host:port."""
+        if self._client.host:
+            return f"{self._client.host}:{self._client.port}"
+        host, port = self._settings.mqtt_brokers[0]
+        return f"{host}:{port}"
 
     def start(self) -> PresenceTracker:
         self._detail = f"connecting to {self.broker}"

@@ -273,12 +273,10 @@ class DeviceSimulator:
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         settings = self.settings
-        reason = (
-            f"cannot reach the broker at {settings.mqtt_broker_host}:{settings.mqtt_broker_port} "
-            "(check MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
-        )
+        broker = (client.host, client.port)
+        reason = f"cannot reach the broker at {broker[0]}:{broker[1]} (check MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
         if _events.would_log("connect_fail"):  # at most one probe per log line, whatever the fleet's size
-            reason = mqtt.diagnose_connection(settings) or reason
+            reason = mqtt.diagnose_connection(settings, broker) or reason
         _events.warning("connect_fail", "%s: %s; queueing and retrying with backoff", self.device_id, reason)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:

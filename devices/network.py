@@ -159,9 +159,8 @@ class SelectorNetwork:
         client.on_socket_close = lambda c, u, sock: self._post("close", link, sock)
         client.on_socket_register_write = lambda c, u, sock: self._post("write_on", link, sock)
         client.on_socket_unregister_write = lambda c, u, sock: self._post("write_off", link, sock)
-        client.connect_async(
-            self.settings.mqtt_broker_host, self.settings.mqtt_broker_port, self.settings.mqtt_keepalive_s
-        )
+        host, port = mqtt.follow_brokers(client, self.settings)
+        client.connect_async(host, port, self.settings.mqtt_keepalive_s)
         heapq.heappush(self._due, (time.monotonic(), link.handle, link))
 
     def wake(self) -> None:

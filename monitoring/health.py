@@ -21,11 +21,11 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from rtds import mqtt
+from rtds.schema import health_topic
 from rtds.settings import Settings
 from rtds.store import open_store
 
 LIVE_EVENT = "latest_data"
-HEALTH_TOPIC_PREFIX = "rtds/health/"
 ACL_GRANT = "pattern readwrite rtds/health/%u/#"
 
 
@@ -65,8 +65,7 @@ def check_mqtt(settings: Settings, timeout_s: float = 5.0) -> CheckResult:
     where = f"{settings.mqtt_broker_host}:{settings.mqtt_broker_port}"
     token = secrets.token_hex(8)
     client_id = f"rtds-check-{token}"
-    # Per user, so one ACL line can grant every user its own health topics (see ACL_GRANT).
-    topic = f"{HEALTH_TOPIC_PREFIX}{settings.mqtt_username or 'anonymous'}/{client_id}"
+    topic = health_topic(settings.mqtt_username, client_id)
     state: dict[str, str] = {}
     done = threading.Event()
 

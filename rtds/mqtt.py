@@ -88,9 +88,37 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def start(client: paho.Client, settings: Settings) -> None:
-    """Connect in the background; paho's loop retries until the broker answers."""
-    client.connect_async(settings.mqtt_broker_host, settings.mqtt_broker_port, keepalive=settings.mqtt_keepalive_s)
+    """Connect in the background; paho's loop retries until a broker answers (the next node after a failure)."""
+    host, port = follow_brokers(client, settings)
+    client.connect_async(host, port, keepalive=settings.mqtt_keepalive_s)
     client.loop_start()
+
+
+def follow_brokers(client: paho.Client, settings: Settings) -> tuple[str, int]:
+    """With MQTT_BROKER_FALLBACK_HOSTS, make every reconnect of `client` go to the next broker node; return the first.
+
+    paho calls on_pre_connect before each attempt. After the first, an attempt means the previous one
+    failed or its connection was lost, so the client moves on; a cluster keeps the persistent session, so
+    it resumes on whichever node it reaches.
+    """
+    brokers = settings.mqtt_brokers
+    if len(brokers) == 1:
+        return brokers[0]
+    attempts = 0
+
+    def next_broker(client: paho.Client, userdata: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            # paho calls this with the connection already marked as connecting, when its `host` and `port`
+            # setters refuse a change; the attributes behind them are what reconnect() reads next.
+            client._host, client._port = brokers[(attempts - 1) % len(brokers)]
+            log.info(
+                "connecting to the MQTT broker at %s:%d (the next of %d nodes)", client.host, client.port, len(brokers)
+            )
+
+    client.on_pre_connect = next_broker
+    return brokers[0]
 
 
 def stop(client: paho.Client) -> None:
@@ -120,16 +148,19 @@ def explain_connect_failure(reason_code: Any) -> str:
     return text
 
 
-def explain_connection_error(exc: BaseException, settings: Settings) -> str:
-    """A sentence for a failed TCP or TLS connection to the broker, naming the setting to check."""
-    where = f"{settings.mqtt_broker_host}:{settings.mqtt_broker_port}"
-    settings_hint = "(MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
+def explain_connection_error(exc: BaseException, settings: Settings, broker: tuple[str, int] | None = None) -> str:
+    """A sentence for a failed TCP or TLS connection to the broker (default: the first), naming the setting to check."""
+    host, port = broker or (settings.mqtt_broker_host, settings.mqtt_broker_port)
+    where = f"{host}:{port}"
+    settings_hint = (
+        "(MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
+        if broker in (None, settings.mqtt_brokers[0])
+        else "(MQTT_BROKER_FALLBACK_HOSTS)"
+    )
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to the MQTT broker at {where}: connection refused; is Mosquitto running there? {settings_hint}"
     if isinstance(exc, socket.gaierror):
-        return (
-            f"cannot resolve the MQTT broker host {settings.mqtt_broker_host!r}: {exc.strerror}; check MQTT_BROKER_HOST"
-        )
+        return f"cannot resolve the MQTT broker host {host!r}: {exc.strerror}; check {settings_hint[1:-1]}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the broker's TLS certificate at {where} was not accepted: {exc.verify_message}; check MQTT_CA_CERTS"
     if isinstance(exc, ssl.SSLError):
@@ -139,15 +170,17 @@ def explain_connection_error(exc: BaseException, settings: Settings) -> str:
     return f"cannot connect to the MQTT broker at {where}: {exc} {settings_hint}"
 
 
-def diagnose_connection(settings: Settings, timeout_s: float = 3.0) -> str | None:
-    """Why connecting to the broker fails, found by one TCP (and TLS) attempt of our own: paho's
-    reconnect loop reports that a connection failed, not why. None when both succeed."""
-    host = settings.mqtt_broker_host
+def diagnose_connection(
+    settings: Settings, broker: tuple[str, int] | None = None, timeout_s: float = 3.0
+) -> str | None:
+    """Why connecting to `broker` (default: the first) fails, found by one TCP (and TLS) attempt of our own:
+    paho's reconnect loop reports that a connection failed, not why. None when both succeed."""
+    host, port = broker or settings.mqtt_brokers[0]
     try:
-        with socket.create_connection((host, settings.mqtt_broker_port), timeout=timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
             if settings.mqtt_use_tls:
                 with tls_context(settings).wrap_socket(sock, server_hostname=host):
                     pass
     except (OSError, ValueError) as exc:
-        return explain_connection_error(exc, settings)
+        return explain_connection_error(exc, settings, (host, port))
     return None

@@ -21,6 +21,7 @@ MEASUREMENT = "device_data"
 DATA_TOPIC_PREFIX = "device/data/"
 LEGACY_TOPIC_PREFIX = "vehicle/speed/"
 STATUS_TOPIC_PREFIX = "device/status/"
+HEALTH_TOPIC_PREFIX = "rtds/health/"
 DATA_SUBSCRIPTIONS = ("device/data/+", "vehicle/speed/+")
 STATUS_SUBSCRIPTION = "device/status/+"
 STATUS_ONLINE = "online"
@@ -125,6 +126,14 @@ def legacy_topic(device_id: str) -> str:
 
 def status_topic(device_id: str) -> str:
     return STATUS_TOPIC_PREFIX + device_id
+
+
+def health_topic(username: str, client_id: str) -> str:
+    """A client's own topic for checking that the broker delivers (`rtds check mqtt`, the collector's probe).
+
+    Per user, so that one ACL line (`pattern readwrite rtds/health/%u/#`) grants it to every user.
+    """
+    return f"{HEALTH_TOPIC_PREFIX}{username or 'anonymous'}/{client_id}"
 
 
 def device_id_from_topic(topic: str) -> str | None:

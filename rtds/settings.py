@@ -84,6 +84,25 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _broker_list(text: str) -> str:
+    """'node2:1883, node3:1883' -> the same, checked; '' for none."""
+    parse_broker_list(text)
+    return ",".join(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_broker_list(text: str) -> list[tuple[str, int]]:
+    """'node2:1883,node3:1883' -> [("node2", 1883), ("node3", 1883)]. Raises ValueError with the expected form."""
+    brokers = []
+    for part in (piece.strip() for piece in text.split(",")):
+        if not part:
+            continue
+        host, colon, port = part.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not host:port; list further brokers as host:port, comma-separated")
+        brokers.append((host.strip("[]"), int(port)))
+    return brokers
+
+
 def _duration(text: str) -> str:
     parse_duration_s(text)
     return text.strip()
@@ -105,6 +124,9 @@ class Settings:
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_keepalive_s: int = 30
+    # Further nodes of a broker cluster, "host:port,host:port": a client whose connection is lost (or never
+    # made) goes to the next one and resumes its persistent session there.
+    mqtt_broker_fallback_hosts: str = ""
 
     # Store
     store: str = "sqlite"
@@ -160,6 +182,11 @@ class Settings:
     log_level: str = "INFO"
 
     @property
+    def mqtt_brokers(self) -> list[tuple[str, int]]:
+        """MQTT_BROKER_HOST:MQTT_BROKER_PORT, then MQTT_BROKER_FALLBACK_HOSTS in their order."""
+        return [(self.mqtt_broker_host, self.mqtt_broker_port), *parse_broker_list(self.mqtt_broker_fallback_hosts)]
+
+    @property
     def login_enabled(self) -> bool:
         return bool(self.dashboard_username and self.dashboard_password_hash)
 
@@ -178,6 +205,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "mqtt_use_tls": _bool,
     "mqtt_tls_insecure": _bool,
     "mqtt_keepalive_s": _positive_int,
+    "mqtt_broker_fallback_hosts": _broker_list,
     "store": _choice(*STORE_NAMES),
     "sqlite_synchronous": _choice("full", "normal"),
     "influxdb_health_interval_s": _positive_float,
