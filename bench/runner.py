@@ -38,6 +38,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "fleet": ("bench.fleet", "1,000 devices in one process vs one process per device"),
     "dashboard": ("bench.dashboard_load", "1,000 devices x 50 Socket.IO clients"),
     "report": ("bench.report_scale", "latency report over 1,000,000 points"),
+    "poison": ("bench.poison", "half the backlog poison from one device vs all good, drain rates in the same run"),
     "recovery": ("bench.recovery", "store back after an outage -> backlogs of 10,000 and 100,000 stored"),
 }
 PACKAGES = ("paho-mqtt", "orjson", "flask-socketio", "python-socketio", "influxdb-client", "flask", "psutil")

@@ -27,6 +27,10 @@ class CollectorCounters:
     window_write_seconds_max: float = 0.0
     # Written, but received on a connection that has since dropped: left for the broker to redeliver.
     left_for_redelivery: int = 0
+    # device/status/<id> presence messages, which the subscription to device/# brings too: acked, not kept.
+    presence: int = 0
+    # Dead letters deleted, oldest first, to keep the dead-letter file under DEAD_LETTER_MAX_MB.
+    dead_letters_evicted: int = 0
     # Reasons are new keys in a dict that two threads touch; the lock keeps a snapshot from seeing it grow.
     _rejected_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -63,6 +67,8 @@ class CollectorCounters:
             write_seconds_total=now.write_seconds_total - earlier.write_seconds_total,
             write_seconds_max=now.window_write_seconds_max,
             left_for_redelivery=now.left_for_redelivery - earlier.left_for_redelivery,
+            presence=now.presence - earlier.presence,
+            dead_letters_evicted=now.dead_letters_evicted - earlier.dead_letters_evicted,
         )
         self.window_batch_size_max = 0
         self.window_write_seconds_max = 0.0
@@ -88,4 +94,6 @@ def describe(counts: CollectorCounters, elapsed_s: float, *, buffered: int) -> s
     ]
     if counts.left_for_redelivery:
         parts.append(f"left for redelivery {counts.left_for_redelivery}")
+    if counts.dead_letters_evicted:
+        parts.append(f"oldest dead letters deleted at the cap {counts.dead_letters_evicted}")
     return ", ".join(parts)

@@ -1,6 +1,6 @@
 """`python collector/mqtt_collector.py` (or `rtds collector`): device data from MQTT into the store.
 
-Subscribes to device/data/+ and vehicle/speed/+ at QoS 1 on a persistent session (MQTT_CLIENT_ID),
+Subscribes to device/# and vehicle/speed/# at QoS 1 on a persistent session (MQTT_CLIENT_ID),
 writes batches to the store chosen by STORE=, and acks each message only after its batch is durable.
 SIGTERM or Ctrl-C writes and acks what is buffered, disconnects and prints a summary.
 With --workers N (COLLECTOR_WORKERS) it runs N such processes in one shared-subscription group

@@ -35,6 +35,7 @@ from rtds.errors import InvalidMessage, StoreRejected
 from rtds.logs import RateLimitedLog
 from rtds.schema import (
     DATA_SUBSCRIPTIONS,
+    STATUS_TOPIC_PREFIX,
     TelemetryRecord,
     data_topic,
     encode_payload,
@@ -373,19 +374,29 @@ class Collector:
             self.counters.count_rejected("store_rejected", len(refused))
             self._warn.warning("store_rejected", "the store refused %d records: %s", len(refused), refused[0][1])
         if letters:
-            self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
+            evicted = self._retrier.run(lambda: self._dead_letters.add(letters), what="dead letters")
             self.counters.dead_lettered += len(letters)
+            if evicted:
+                self.counters.dead_letters_evicted += evicted
+                self._warn.warning(
+                    "dead_letters_evicted",
+                    "the dead-letter file %s is at its cap (DEAD_LETTER_MAX_MB=%g): deleted its %d oldest letters",
+                    self.settings.dead_letter_path,
+                    self.settings.dead_letter_max_mb,
+                    evicted,
+                )
         if self._intake is not None:
             self.counters.left_for_redelivery += self._intake.ack(parsed)
 
     def _parse(self, deliveries: list[Delivery]) -> tuple[list[TelemetryRecord], list[DeadLetter], list[Delivery]]:
-        """(records, dead letters for the messages refused, the messages that became either).
+        """(records, dead letters for the messages refused, the messages to ack once both are stored).
 
-        A message a bug kept from parsing is in none of them: it stays unacked, for the broker to redeliver.
+        Every message is in the last list: its content can make it a record, a dead letter or (on
+        device/status/<id>, presence that the subscription to device/# also brings) nothing to keep, but it
+        can never keep it from being acked.
         """
         records: list[TelemetryRecord] = []
         letters: list[DeadLetter] = []
-        parsed: list[Delivery] = []
         max_payload_bytes = self._max_payload_bytes
         max_clock_skew_s = self._max_clock_skew_s
         for delivery in deliveries:
@@ -399,17 +410,16 @@ class Collector:
                     max_clock_skew_s=max_clock_skew_s,
                 )
             except InvalidMessage as exc:
+                if exc.reason == "bad_topic" and topic.startswith(STATUS_TOPIC_PREFIX):
+                    self.counters.presence += 1
+                    continue
                 self.counters.count_rejected(exc.reason)
-                self._warn.warning(exc.reason, "rejected a message on %r: %s", topic, exc)
+                self._warn.warning(exc.reason, "rejected a message on %r: %s", topic[:200], exc)
                 letters.append(DeadLetter(received_at, exc.reason, exc.detail, topic, bytes(payload)))
-            except Exception:
-                log.exception("unexpected error parsing a message on %r; it stays unacked", topic)
-                continue
             else:
                 record.collector_receive_time = received_at
                 records.append(record)
-            parsed.append(delivery)
-        return records, letters, parsed
+        return records, letters, deliveries
 
     def _store_records(self, records: Sequence[TelemetryRecord]) -> list[tuple[TelemetryRecord, str]]:
         """Write the records, retrying while the store is unavailable; return those it refused, with why.

@@ -1,7 +1,7 @@
 """`rtds collector --workers N`: N collector processes in one shared-subscription group, supervised.
 
 One collector process is held to one core by the GIL (collector/service.py): its intake and its writer
-take turns. N processes in a shared-subscription group ($share/<group>/device/data/+) split the
+take turns. N processes in a shared-subscription group ($share/<group>/device/#) split the
 stream, each with its own persistent session (client id MQTT_CLIENT_ID-1 ... -N), and each acks only
 what it stored itself. SQLite takes their transactions one after another; InfluxDB takes them at once.
 

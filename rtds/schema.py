@@ -22,7 +22,9 @@ DATA_TOPIC_PREFIX = "device/data/"
 LEGACY_TOPIC_PREFIX = "vehicle/speed/"
 STATUS_TOPIC_PREFIX = "device/status/"
 HEALTH_TOPIC_PREFIX = "rtds/health/"
-DATA_SUBSCRIPTIONS = ("device/data/+", "vehicle/speed/+")
+# The collector's filters: every topic under device/ (data, and anything deeper or stranger, which it
+# dead-letters as bad_topic rather than never seeing) and the legacy vehicle/speed/ tree.
+DATA_SUBSCRIPTIONS = ("device/#", "vehicle/speed/#")
 STATUS_SUBSCRIPTION = "device/status/+"
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -30,6 +32,7 @@ STATUS_OFFLINE = "offline"
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_LABEL_LENGTH = 128
 MAX_SEQ = 2**63 - 1  # a signed 64-bit integer in both SQLite and InfluxDB
+MAX_JSON_DEPTH = 1024  # orjson's limit; a payload needs 3
 
 # Float fields of the wire payload, in the seed's order.
 MEASUREMENT_FIELDS = (
@@ -161,11 +164,22 @@ def parse_message(
     max_payload_bytes: int = 65_536,
     max_clock_skew_s: float = 86_400.0,
 ) -> TelemetryRecord:
-    """Turn one MQTT message into a record, or raise InvalidMessage with a reason.
+    """Turn one MQTT message into a record, or raise InvalidMessage with a reason. Nothing else ever escapes:
+    anything no rule foresaw becomes parser_error, its detail naming the exception, so that no payload can
+    keep its message from being dead-lettered and acked.
 
-    Reasons: too_large, not_json, not_finite, not_object, bad_topic, missing_field,
-    wrong_type, bad_device_id, device_id_mismatch, timestamp_out_of_range.
+    Reasons: too_large, too_deep, not_json, not_finite, not_object, bad_topic, missing_field, wrong_type,
+    bad_device_id, device_id_mismatch, timestamp_out_of_range, parser_error.
     """
+    try:
+        return _parse(topic, payload, now, max_payload_bytes, max_clock_skew_s)
+    except InvalidMessage:
+        raise
+    except Exception as exc:
+        raise InvalidMessage("parser_error", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _parse(topic: str, payload: bytes, now: float, max_payload_bytes: int, max_clock_skew_s: float) -> TelemetryRecord:
     if len(payload) > max_payload_bytes:
         raise InvalidMessage("too_large", f"{len(payload)} bytes is over the {max_payload_bytes}-byte limit")
     topic_device_id = _data_topic_device_ids.get(topic)
@@ -253,12 +267,16 @@ def _decode_json(payload: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         error = exc
+    if str(error).startswith("depth limit exceeded"):
+        raise InvalidMessage("too_deep", f"the payload nests arrays or objects more than {MAX_JSON_DEPTH} deep")
     # orjson refuses NaN/Infinity and numbers too big for a double (1e400); the standard library
     # accepts them, which tells those cases apart from broken JSON.
     try:
         json.loads(payload, parse_constant=_raise_not_finite, parse_float=_finite_float)
     except InvalidMessage:
         raise
+    except RecursionError:
+        raise InvalidMessage("too_deep", "the payload nests arrays or objects too deep to read") from None
     except (ValueError, UnicodeDecodeError):
         pass
     raise InvalidMessage("not_json", f"the payload is not JSON ({error})")

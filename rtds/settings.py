@@ -133,6 +133,7 @@ class Settings:
     sqlite_path: str = "data/telemetry.db"
     sqlite_synchronous: str = "full"
     dead_letter_path: str = "data/dead_letters.db"
+    dead_letter_max_mb: float = 100.0
     influxdb_url: str = "http://localhost:8086"
     influxdb_url_fallback: str = ""
     influxdb_token: str = ""
@@ -219,6 +220,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "collector_max_payload_bytes": _positive_int,
     "collector_workers": _positive_int,
     "collector_max_clock_skew_s": _positive_float,
+    "dead_letter_max_mb": _positive_float,
     "device_publish_interval_s": _positive_float,
     "device_queue_max_messages": _positive_int,
     "device_topics": _choice(*DEVICE_TOPIC_MODES),

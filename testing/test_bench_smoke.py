@@ -28,6 +28,7 @@ FIGURES = {
     "dashboard": ("jitter_p95_ms", "payload_bytes_per_tick", "server"),
     "report": ("wall_s", "peak_rss_mb"),
     "recovery": ("2000", "10000"),  # the quick backlogs
+    "poison": ("poisoned",),
 }
 BASELINES = {"drain": ("paho_batched_ack", "paho_auto_ack", "mosquitto_sub", "naive_collector")}
 

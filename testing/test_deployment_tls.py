@@ -249,14 +249,14 @@ def test_a_device_with_valid_tls_and_credentials_is_stored_end_to_end(
 def test_collector_workers_in_a_shared_group_pass_the_acl_and_store_a_tls_device(
     tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
 ) -> None:
-    """`--workers 2` subscribes to $share/<group>/device/data/+ as user `collector`: the ACL on
-    device/data/+ must let both workers in."""
+    """`--workers 2` subscribes to $share/<group>/device/# as user `collector`: the ACL on device/# must let
+    both workers in, and their shared-subscription probe on rtds/health/collector/ must come back."""
     collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector").with_overrides(
         collector_workers=2
     )
     collector = start_collector(spawn, collector_settings)
     wait_until(
-        lambda: collector.log_text().count("subscribed to $share/rtds-collectors/device/data/+") == 2,
+        lambda: collector.log_text().count("subscribed to $share/rtds-collectors/device/#") == 2,
         STORE_TIMEOUT_S,
         message=lambda: collector.log_text()[-3000:],
     )
@@ -454,7 +454,11 @@ def test_only_the_collector_reads_device_data_and_only_the_dashboard_reads_prese
         finally:
             mqtt.stop(marker)
         wait_until(lambda: len(dashboard.snapshot()) == 2, CONNECT_TIMEOUT_S, message="dashboard sees the marker")
-    assert {m.topic for m in collector.snapshot()} == {data_topic("vehicle_01")}
+    # The collector reads all of device/# (to dead-letter what it cannot store), so presence too.
+    assert {m.topic for m in collector.snapshot()} == {
+        data_topic("vehicle_01"),
+        *map(status_topic, ("vehicle_01", "vehicle_02")),
+    }
     assert {m.topic for m in dashboard.snapshot()} == {status_topic("vehicle_01"), status_topic("vehicle_02")}
     assert other_device.snapshot() == []
 

@@ -48,7 +48,7 @@ def on_node(settings: Settings, cluster: NatsCluster, node: NatsNode, **override
 def test_workers_on_a_broker_without_shared_subscriptions_stop_with_a_clear_error_within_10_s(
     tmp_path: Path, spawn: Spawn
 ) -> None:
-    """nats-server 2.9 grants `$share/<group>/device/data/+` and never delivers through it."""
+    """nats-server 2.9 grants `$share/<group>/device/#` and never delivers through it."""
     nats = NatsCluster(tmp_path / "nats", size=1).start()
     try:
         node = nats.nodes[0]

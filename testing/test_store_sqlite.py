@@ -285,3 +285,24 @@ def test_dead_letters_keep_reason_detail_topic_and_raw_payload(tmp_path: Path) -
     reopened = DeadLetterStore(tmp_path / "dead.db")
     assert reopened.count_by_reason() == {"not_json": 1, "wrong_type": 2}
     reopened.close()
+
+
+def test_a_dead_letter_file_of_the_earlier_schema_is_read_and_written_in_place(tmp_path: Path) -> None:
+    """Files written before payloads were bounded keep every row; their payloads are whole, so size and hash
+    are those of the payload."""
+    path = tmp_path / "dead.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, received_at REAL NOT NULL, reason TEXT NOT NULL, "
+        "detail TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);"
+    )
+    old.execute("INSERT INTO dead_letters (received_at, reason, detail, topic, payload) VALUES (?, ?, ?, ?, ?)",
+                (T0, "not_json", "old", "device/data/a", b"{"))  # fmt: skip
+    old.commit()
+    old.close()
+    letters = DeadLetterStore(path)
+    letters.add([DeadLetter(T0 + 1, "not_json", "new", "device/data/a", b"x" * 10_000)])
+    newest, oldest = letters.recent()
+    letters.close()
+    assert oldest == DeadLetter(T0, "not_json", "old", "device/data/a", b"{")
+    assert (newest.payload, newest.payload_size) == (b"x" * 4096, 10_000)
