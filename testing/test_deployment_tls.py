@@ -35,7 +35,8 @@ from rtds.testkit import ServiceProcess, Witness, isolated_settings, wait_until
 SECURE_CONFIG = CONFIG_DIR / "mosquitto.secure.conf"
 MAKE_CERTS = PROJECT_ROOT / "docker" / "mosquitto" / "make_dev_certs.py"
 ADD_DEVICE = PROJECT_ROOT / "docker" / "mosquitto" / "add_device.py"
-USERS = ("vehicle_01", "vehicle_02", "collector", "dashboard")
+DEVICES = ("vehicle_01", "vehicle_02")
+SERVICES = ("collector", "dashboard")
 TLS_PORT = 8883
 CONNECT_TIMEOUT_S = 5.0
 STORE_TIMEOUT_S = 15.0
@@ -78,9 +79,11 @@ def secure_setup(tmp_path_factory: pytest.TempPathFactory) -> SecureSetup:
     assert "DEVELOPMENT CERTIFICATES ONLY" in output
     # Another CA, which the broker does not trust, issuing a certificate with the same device name.
     run_script(MAKE_CERTS, "--out", root / "rogue", "vehicle_01")
-    passwords = {user: secrets.token_urlsafe(16) for user in USERS}
+    passwords = {user: secrets.token_urlsafe(16) for user in SERVICES}
     for user, password in passwords.items():
         run_script(ADD_DEVICE, user, "--password", password, "--password-file", config_dir / "passwd")
+    for device in DEVICES:  # devices get no password: their certificate is their login
+        run_script(ADD_DEVICE, device, "--password-file", config_dir / "passwd", "--certs-dir", config_dir / "certs")
     return SecureSetup(config_dir, root / "rogue", passwords)
 
 
@@ -98,7 +101,7 @@ def base_settings(tmp_path: Path) -> Settings:
 def device_settings(
     tmp_path: Path, broker: MosquittoBroker, setup: SecureSetup, name: str, **overrides: Any
 ) -> Settings:
-    """A device as add_device.py prints it: TLS to localhost with its certificate and password."""
+    """A device as add_device.py prints it: TLS to localhost with its certificate and no password."""
     certfile, keyfile = setup.client_cert(name)
     values: dict[str, Any] = {
         "mqtt_broker_host": "localhost",
@@ -108,8 +111,7 @@ def device_settings(
         "mqtt_certfile": certfile,
         "mqtt_keyfile": keyfile,
         "mqtt_username": name,
-        "mqtt_password": setup.passwords[name],
-        "mqtt_client_id": name,
+        "mqtt_client_id": f"device_{name}",
     }
     values.update(overrides)
     return base_settings(tmp_path).with_overrides(**values)
@@ -235,7 +237,7 @@ def store_a_tls_device(
 def test_a_device_with_valid_tls_and_credentials_is_stored_end_to_end(
     tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
 ) -> None:
-    """The real device simulator over TLS (certificate + password) -> broker -> the real collector -> SQLite."""
+    """The real device simulator over TLS (its certificate) -> broker -> the real collector -> SQLite."""
     collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
     collector = start_collector(spawn, collector_settings)
     device = store_a_tls_device(tmp_path, secure_broker, secure_setup, spawn, collector, collector_settings, rows=3)
@@ -265,30 +267,44 @@ def test_collector_workers_in_a_shared_group_pass_the_acl_and_store_a_tls_device
     assert "Denied" not in secure_broker.log_text()
 
 
-def test_the_settings_add_device_prints_let_the_device_in(
+def test_the_settings_add_device_prints_let_the_device_in_and_give_it_no_password(
     tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
 ) -> None:
     config_dir = tmp_path / "config"
-    shutil.copytree(secure_setup.config_dir, config_dir, ignore=shutil.ignore_patterns("passwd"))
+    shutil.copytree(secure_setup.config_dir, config_dir)
     password_file = config_dir / "passwd"
-    for _ in range(2):  # the second run replaces the password and must keep the file's mode
-        printed = run_script(
-            ADD_DEVICE, "vehicle_01", "--password-file", password_file, "--certs-dir", config_dir / "certs"
-        )
+    # A password left from an earlier setup, where devices had one, is removed.
+    run_script(ADD_DEVICE, "vehicle_01", "--password-login", "--password-file", password_file)
+    assert "vehicle_01:" in password_file.read_text()
+    printed = run_script(
+        ADD_DEVICE, "vehicle_01", "--password-file", password_file, "--certs-dir", config_dir / "certs"
+    )
+    assert "vehicle_01:" not in password_file.read_text() and "removed 'vehicle_01'" in printed
     assert password_file.stat().st_mode & 0o777 == 0o640
     env_file = tmp_path / "device.env"
     env_file.write_text(printed)
     broker = start_broker(SECURE_CONFIG, name="printed", extra_ports={TLS_PORT: free_port()}, config_dir=config_dir)
     settings = load_settings(env_file=env_file, environ={"MQTT_BROKER_PORT": str(broker.ports[TLS_PORT])})
     assert settings.mqtt_use_tls and not settings.mqtt_tls_insecure
-    assert len(settings.mqtt_password) >= 32
+    assert not settings.mqtt_password
     assert try_connect(settings.with_overrides(mqtt_client_id="printed")).connected
+    refused = run_script_failing(ADD_DEVICE, "vehicle_02", "--password", "x", "--password-file", password_file)
+    assert "logs in with its certificate" in refused
+
+
+def run_script_failing(*args: str | Path) -> str:
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0, f"{args} succeeded: {result.stdout}"
+    return result.stdout + result.stderr
 
 
 def test_a_wrong_password_is_refused_and_the_error_says_so(
     tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
 ) -> None:
-    outcome = try_connect(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_password="wrong"))
+    settings = service_settings(tmp_path, secure_broker, secure_setup, "dashboard").with_overrides(mqtt_password="no")
+    outcome = try_connect(settings)
     assert not outcome.connected
     assert "MQTT_USERNAME / MQTT_PASSWORD" in outcome.reason
     assert "disconnected, not authorised" in secure_broker.log_text()
@@ -370,13 +386,12 @@ def test_clients_without_credentials_cannot_connect_on_any_listener(
     anonymous_plain = base_settings(tmp_path).with_overrides(
         mqtt_broker_host=secure_broker.host, mqtt_broker_port=secure_broker.port, mqtt_client_id="anonymous-plain"
     )
-    anonymous_tls = device_settings(
-        tmp_path, secure_broker, secure_setup, "vehicle_01", mqtt_username="", mqtt_password="", mqtt_client_id="anon"
-    )
-    for settings in (anonymous_plain, anonymous_tls):
+    # An enrolled device has no password, so the services' plain listener is closed to it too.
+    device_on_plain = anonymous_plain.with_overrides(mqtt_username="vehicle_01", mqtt_client_id="device-plain")
+    for settings in (anonymous_plain, device_on_plain):
         outcome = try_connect(settings)
         assert not outcome.connected
-        assert "not authorised" in outcome.reason, outcome
+        assert "not authorised" in outcome.reason or "MQTT_PASSWORD" in outcome.reason, outcome
 
 
 def test_a_device_cannot_publish_as_another_and_the_broker_logs_the_attempt(
@@ -438,7 +453,11 @@ def test_only_the_collector_reads_device_data_and_only_the_dashboard_reads_prese
             secure_broker.host, secure_broker.port, ("#",), username=user, password=secure_setup.passwords[user]
         )
 
-    with witness("collector") as collector, witness("dashboard") as dashboard, witness("vehicle_02") as other_device:
+    tls = device_settings(tmp_path, secure_broker, secure_setup, "vehicle_02")
+    other = Witness(
+        "localhost", tls.mqtt_broker_port, ("#",), tls=lambda client: client.tls_set_context(mqtt.tls_context(tls))
+    )
+    with witness("collector") as collector, witness("dashboard") as dashboard, other as other_device:
         device = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_01"))
         try:
             publish(device, status_topic("vehicle_01"), b"online")
@@ -480,42 +499,6 @@ def with_optional_block(config: Path, name: str, destination: Path) -> Path:
     return destination
 
 
-def test_the_optional_certificate_listener_takes_the_user_name_from_the_certificate(
-    tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
-) -> None:
-    config = with_optional_block(SECURE_CONFIG, "certificate-identity", tmp_path / "identity.conf")
-    broker = start_broker(
-        config,
-        name="identity",
-        extra_ports={TLS_PORT: free_port(), 8884: free_port()},
-        config_dir=secure_setup.config_dir,
-    )
-    certificate_only = device_settings(
-        tmp_path,
-        broker,
-        secure_setup,
-        "vehicle_01",
-        mqtt_broker_port=broker.ports[8884],
-        mqtt_username="",
-        mqtt_password="",
-    )
-    with Witness(
-        broker.host, broker.port, ("#",), username="collector", password=secure_setup.passwords["collector"]
-    ) as w:
-        device = connected_client(certificate_only)
-        try:
-            publish(device, data_topic("vehicle_02"), reading("vehicle_02", 1))
-            publish(device, data_topic("vehicle_01"), reading("vehicle_01", 1))
-        finally:
-            mqtt.stop(device)
-        wait_until(lambda: w.snapshot(), CONNECT_TIMEOUT_S, message="the collector user receives vehicle_01's reading")
-    assert [m.topic for m in w.snapshot()] == [data_topic("vehicle_01")]
-    assert "u'vehicle_01'" in broker.log_text()
-    assert "Denied PUBLISH from vehicle_01" in broker.log_text()
-    outcome = try_connect(certificate_only.with_overrides(mqtt_certfile="", mqtt_keyfile="", mqtt_client_id="no-cert"))
-    assert not outcome.connected
-
-
 def test_the_optional_websockets_listener_requires_a_password(
     tmp_path: Path, start_broker: BrokerFactory, secure_setup: SecureSetup
 ) -> None:
@@ -541,3 +524,78 @@ def test_the_optional_websockets_listener_requires_a_password(
     assert not connack("dashboard", secure_setup.passwords["dashboard"]).is_failure
     assert connack("dashboard", "wrong").is_failure
     assert connack(None, None).is_failure
+
+
+def rogue_vehicle_01(tmp_path: Path, broker: MosquittoBroker, setup: SecureSetup, **overrides: Any) -> paho.Client:
+    """vehicle_01 with its own certificate, claiming someone else's client id, user name or password; it keeps
+    reconnecting as paho does, so a broker that let it take over a session would see the two fight."""
+    settings = device_settings(tmp_path, broker, setup, "vehicle_01", **overrides)
+    client = mqtt.make_client(settings, settings.mqtt_client_id, clean_session=False)
+    mqtt.start(client, settings)
+    wait_until(client.is_connected, CONNECT_TIMEOUT_S, message="vehicle_01 connects")
+    return client
+
+
+def test_a_device_cannot_take_over_the_collectors_client_id(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
+    collector = start_collector(spawn, collector_settings)
+    wait_until(lambda: "subscribed to" in collector.log_text(), STORE_TIMEOUT_S, message=collector.log_text)
+    rogue = rogue_vehicle_01(tmp_path, secure_broker, secure_setup, mqtt_client_id=collector_settings.mqtt_client_id)
+    try:
+        victim = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_02"))
+        try:
+            infos = [victim.publish(data_topic("vehicle_02"), reading("vehicle_02", seq), qos=1) for seq in range(100)]
+            for info in infos:
+                info.wait_for_publish(STORE_TIMEOUT_S)
+        finally:
+            mqtt.stop(victim)
+        database = Path(collector_settings.sqlite_path)
+        wait_until(
+            lambda: len(stored_rows(database)) == 100, STORE_TIMEOUT_S, message=lambda: collector.log_text()[-2000:]
+        )
+    finally:
+        mqtt.stop(rogue)
+    assert stored_rows(database) == {("vehicle_02", seq) for seq in range(100)}
+    assert "lost the connection" not in collector.log_text(), "the collector kept its connection"
+    log_text = secure_broker.log_text()
+    assert "as vehicle_01 (p2, c0" in log_text, "the broker gave vehicle_01 its own client id"
+    assert f"Client {collector_settings.mqtt_client_id} already connected" not in log_text
+
+
+def test_a_device_cannot_take_over_another_devices_client_id(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup
+) -> None:
+    victim = connected_client(device_settings(tmp_path, secure_broker, secure_setup, "vehicle_02"))
+    dropped: list[Any] = []
+    victim.on_disconnect = lambda c, u, flags, reason_code, props: dropped.append(reason_code)
+    try:
+        for claimed in ("vehicle_02", "device_vehicle_02"):
+            rogue = rogue_vehicle_01(tmp_path, secure_broker, secure_setup, mqtt_client_id=claimed)
+            mqtt.stop(rogue)
+        assert victim.is_connected() and not dropped, dropped
+    finally:
+        mqtt.stop(victim)
+    assert "Client vehicle_02 already connected" not in secure_broker.log_text()
+
+
+def test_a_certificate_with_another_devices_user_name_and_password_speaks_only_for_its_own_device(
+    tmp_path: Path, secure_broker: MosquittoBroker, secure_setup: SecureSetup, spawn: Callable[..., ServiceProcess]
+) -> None:
+    collector_settings = service_settings(tmp_path, secure_broker, secure_setup, "collector")
+    collector = start_collector(spawn, collector_settings)
+    wait_until(lambda: "subscribed to" in collector.log_text(), STORE_TIMEOUT_S, message=collector.log_text)
+    impostor = rogue_vehicle_01(
+        tmp_path, secure_broker, secure_setup, mqtt_username="vehicle_02", mqtt_password="vehicle_02's password"
+    )
+    database = Path(collector_settings.sqlite_path)
+    try:
+        publish(impostor, data_topic("vehicle_02"), reading("vehicle_02", 1))
+        publish(impostor, data_topic("vehicle_01"), reading("vehicle_01", 2))  # after the forged one
+        wait_until(lambda: stored_rows(database), STORE_TIMEOUT_S, message=lambda: collector.log_text()[-2000:])
+    finally:
+        mqtt.stop(impostor)
+    assert stored_rows(database) == {("vehicle_01", 2)}, "its certificate made it vehicle_01, whatever it claimed"
+    assert "Denied PUBLISH from vehicle_01" in secure_broker.log_text()
+    assert "u'vehicle_01'" in secure_broker.log_text()

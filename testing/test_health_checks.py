@@ -179,7 +179,8 @@ def test_mqtt_check_over_tls_names_certificate_and_acl_problems(
     for script, *args in (
         (MAKE_CERTS, "--out", config_dir / "certs", "vehicle_01"),
         (MAKE_CERTS, "--out", tmp_path / "rogue", "vehicle_01"),
-        (ADD_DEVICE, "vehicle_01", "--password", "device-password-1", "--password-file", config_dir / "passwd"),
+        (ADD_DEVICE, "vehicle_01", "--password-file", config_dir / "passwd"),
+        (ADD_DEVICE, "dashboard", "--password-file", config_dir / "passwd"),
     ):
         subprocess.run(
             [sys.executable, str(script), *map(str, args)], cwd=PROJECT_ROOT, check=True, capture_output=True
@@ -193,10 +194,9 @@ def test_mqtt_check_over_tls_names_certificate_and_acl_problems(
         mqtt_ca_certs=str(config_dir / "certs" / "ca.crt"),
         mqtt_certfile=str(config_dir / "certs" / "clients" / "vehicle_01.crt"),
         mqtt_keyfile=str(config_dir / "certs" / "clients" / "vehicle_01.key"),
-        mqtt_username="vehicle_01",
-        mqtt_password="device-password-1",
+        mqtt_username="vehicle_01",  # as add_device.py prints it; the broker takes it from the certificate
     )
-    # Connected over TLS with its certificate and password, but without the health grant a device reads nothing.
+    # Connected over TLS with its certificate, but without the health grant a device reads nothing.
     use(monkeypatch, device)
     line = one_line_failure(["mqtt"], capsys, timeout="1s")
     assert line.startswith(

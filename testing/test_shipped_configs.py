@@ -279,6 +279,7 @@ def secure_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for command in (
         [scripts / "make_dev_certs.py", "--out", config_dir / "certs", "vehicle_01"],
         [scripts / "add_device.py", "vehicle_01", "--password-file", config_dir / "passwd"],
+        [scripts / "add_device.py", "collector", "--password-file", config_dir / "passwd"],
     ):
         subprocess.run([sys.executable, *map(str, command)], check=True, capture_output=True, timeout=60)
     return config_dir
