@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
+from werkzeug.routing import BaseConverter
 
 from dashboard.live import LiveFeed
 from dashboard.openapi import openapi_document
@@ -20,6 +21,15 @@ from dashboard.presence import PresenceTracker, device_state
 from dashboard.security import error_response
 from rtds.settings import Settings
 from rtds.store import StoreHealth, StoreReader
+
+
+class AnyTextConverter(BaseConverter):
+    """Any text, slashes included: a device id with an encoded `/` (a%2Fb, decoded before routing) reaches
+    check_device_id and its JSON 400, where the default converter would end in a 404, or Werkzeug's 308 for `//`.
+    Register it as `any_text` in the app's url_map before the blueprint."""
+
+    regex = r"[\s\S]+?"
+    part_isolating = False
 
 
 def make_api(store: StoreReader, presence: PresenceTracker | None, feed: LiveFeed, settings: Settings) -> Blueprint:
@@ -61,7 +71,7 @@ def make_api(store: StoreReader, presence: PresenceTracker | None, feed: LiveFee
             devices=devices,
         )
 
-    @api.get("/devices/<device_id>/latest")
+    @api.get("/devices/<any_text:device_id>/latest")
     def device_latest(device_id: str) -> Response:
         check_only(request.args, ())
         check_device_id(device_id)
@@ -73,7 +83,7 @@ def make_api(store: StoreReader, presence: PresenceTracker | None, feed: LiveFee
         state = device_state(record.get("time"), presence_status, time.time(), settings.dashboard_offline_after_s)
         return jsonify(device_id=device_id, **state.as_dict(), record=record)
 
-    @api.get("/devices/<device_id>/history")
+    @api.get("/devices/<any_text:device_id>/history")
     def device_history(device_id: str) -> Response:
         query = history_query(device_id, request.args.to_dict(flat=False))
         if not store.latest([query.device_id]):

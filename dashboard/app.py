@@ -36,7 +36,7 @@ from limits import parse_many
 from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefused
 from werkzeug.security import generate_password_hash
 
-from dashboard.api import make_api
+from dashboard.api import AnyTextConverter, make_api
 from dashboard.auth import check_password_hash_setting, init_auth
 from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         PROPAGATE_EXCEPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.merge_slashes = False  # a `//` in a device id is a 400 from the API, not a redirect
+    app.url_map.converters["any_text"] = AnyTextConverter
     init_security(app)
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=True)
     init_auth(app, settings, limiter)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.parameters import DEFAULT_HISTORY_DURATION, RAW_HISTORY_MAX_S
+from dashboard.parameters import DEFAULT_HISTORY_DURATION, DURATION_PATTERN, HISTORY_FIELDS, RAW_HISTORY_MAX_S
 from rtds.schema import DEVICE_ID_PATTERN, STORED_FIELDS
 from rtds.settings import Settings
 
@@ -20,7 +20,6 @@ _DEVICE_ID = {
     "description": "The vehicle's id, as it publishes it (e.g. vehicle_01).",
     "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN.pattern},
 }
-_DURATION_PATTERN = "^[0-9]{1,9}(ms|s|m|h|d)$"
 
 
 def _error_response(text: str) -> dict[str, Any]:
@@ -98,25 +97,32 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "description": "How far back: a number and a unit (ms, s, m, h, d), above 0, at most 30d.",
                             "schema": {
                                 "type": "string",
-                                "pattern": _DURATION_PATTERN,
+                                "pattern": DURATION_PATTERN,
                                 "default": DEFAULT_HISTORY_DURATION,
                             },
                         },
                         {
                             "name": "fields",
                             "in": "query",
-                            "description": "Comma-separated field names (or the parameter repeated).",
-                            "schema": {"type": "string", "default": "speed"},
+                            "description": "Comma-separated field names (or the parameter repeated); default speed.",
+                            "schema": {
+                                "type": "array",
+                                "items": {"enum": list(HISTORY_FIELDS)},
+                                "minItems": 1,
+                                "default": ["speed"],
+                            },
+                            "style": "form",
                             "explode": False,
                         },
                         {
                             "name": "every",
                             "in": "query",
                             "description": (
-                                "Average the points per window of this length. Without it, durations over "
+                                "Average the points per window of this length (one window when it is longer than "
+                                "duration). Without it, durations over "
                                 f"{RAW_HISTORY_MAX_S / 3600:g} h are averaged into about 1,000 windows."
                             ),
-                            "schema": {"type": "string", "pattern": _DURATION_PATTERN},
+                            "schema": {"type": "string", "pattern": DURATION_PATTERN},
                         },
                     ],
                     "responses": {
@@ -190,7 +196,7 @@ def _schemas() -> dict[str, Any]:
                 "since": {"type": "number"},
                 "until": {"type": "number"},
                 "every_s": number_or_null,
-                "fields": {"type": "array", "items": {"enum": list(STORED_FIELDS)}},
+                "fields": {"type": "array", "items": {"enum": list(HISTORY_FIELDS)}},
                 "count": {"type": "integer"},
                 "points": {
                     "type": "array",

@@ -23,9 +23,38 @@ RAW_HISTORY_MAX_S = 3_600.0
 AVERAGED_POINTS = 1_000
 HISTORY_PARAMETERS = ("duration", "fields", "every")
 
-# Stricter than parse_duration_s alone: no spaces, no newlines, no more than 9 digits.
-_DURATION_TEXT = re.compile(r"[0-9]{1,9}(?:ms|s|m|h|d)")
+_DURATION_SYNTAX = re.compile(r"([0-9]{1,12})(ms|s|m|h|d)")
 _SHOWN_CHARS = 60
+# Fields with a history: the numbers. `replayed` (true/false) is in /latest; a series of it, averaged or not,
+# says nothing a chart can show.
+HISTORY_FIELDS = tuple(name for name in STORED_FIELDS if FIELD_TYPES[name] is not bool)
+
+
+def whole_numbers_up_to(limit: int) -> str:
+    """A regular expression matching exactly the whole numbers 1 ... limit, without leading zeros."""
+    digits = str(limit)
+    width = len(digits)
+    parts = [f"[1-9][0-9]{{0,{width - 2}}}"] if width > 1 else []
+    for index, digit in enumerate(digits):
+        lowest = 1 if index == 0 else 0
+        if int(digit) - 1 >= lowest:
+            rest = width - index - 1
+            parts.append(digits[:index] + f"[{lowest}-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    parts.append(digits)
+    return "|".join(parts)
+
+
+# Every duration the API accepts, and nothing else: above zero, at most 30 days, no leading zeros. The
+# OpenAPI description publishes this very pattern.
+DURATION_PATTERN = (
+    "^(?:"
+    + "|".join(
+        f"(?:{whole_numbers_up_to(int(MAX_DURATION_S / seconds))}){unit}"
+        for unit, seconds in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
+    )
+    + ")$"
+)
+_DURATION = re.compile(DURATION_PATTERN)
 
 
 class BadParameter(RtdsError):
@@ -60,28 +89,41 @@ def check_device_id(text: str) -> str:
 
 
 def check_duration(text: str, parameter: str = "duration") -> float:
-    """A positive duration of at most 30 days, in seconds."""
-    if not _DURATION_TEXT.fullmatch(text):
+    """A positive duration of at most 30 days, in seconds: exactly what DURATION_PATTERN matches."""
+    if _DURATION.fullmatch(text):
+        return parse_duration_s(text)
+    syntax = _DURATION_SYNTAX.fullmatch(text)
+    if syntax is None:
         raise BadParameter(
             parameter, f"{parameter}={shown(text)} is not a duration; use a number and a unit, e.g. 30s, 5m, 1h, 7d"
         )
-    seconds = parse_duration_s(text)
-    if seconds <= 0:
+    if int(syntax.group(1)) == 0:
         raise BadParameter(parameter, f"{parameter}={shown(text)} must be above zero, e.g. 30s or 5m")
-    if seconds > MAX_DURATION_S:
-        raise BadParameter(parameter, f"{parameter}={shown(text)} is longer than the 30-day maximum; use 30d or less")
-    return seconds
+    if syntax.group(1).startswith("0"):
+        raise BadParameter(
+            parameter, f"{parameter}={shown(text)} has a leading zero; write {int(syntax.group(1))}{syntax.group(2)}"
+        )
+    raise BadParameter(parameter, f"{parameter}={shown(text)} is longer than the 30-day maximum; use 30d or less")
 
 
 def check_fields(values: Iterable[str]) -> tuple[str, ...]:
-    """Field names from `fields=a,b` (or repeated `fields=`), in order, without duplicates."""
+    """Field names from `fields=a,b` (or repeated `fields=`), in order, without duplicates; speed when absent."""
     chosen: list[str] = []
     for value in values:
         for name in value.split(","):
-            if name not in STORED_FIELDS:
+            if not name:
                 raise BadParameter(
-                    "fields", f"field {shown(name)} does not exist; choose from: {', '.join(STORED_FIELDS)}"
+                    "fields",
+                    f"fields names an empty field; give one or more of: {', '.join(HISTORY_FIELDS)} "
+                    "(comma-separated), or leave fields out for speed",
                 )
+            if name not in HISTORY_FIELDS:
+                why = (
+                    "is true/false and has no history; read it from /api/devices/<id>/latest"
+                    if name in STORED_FIELDS
+                    else "does not exist"
+                )
+                raise BadParameter("fields", f"field {shown(name)} {why}; choose from: {', '.join(HISTORY_FIELDS)}")
             if name not in chosen:
                 chosen.append(name)
     return tuple(chosen) or DEFAULT_HISTORY_FIELDS
@@ -106,19 +148,9 @@ def history_query(device_id: str, arguments: Mapping[str, list[str]]) -> History
     every_text = _single(arguments, "every")
     every_s: float | None = None
     if every_text is not None:
-        every_s = check_duration(every_text, "every")
-        if every_s > duration_s:
-            raise BadParameter("every", f"every={shown(every_text)} is longer than duration; make it shorter")
+        every_s = min(check_duration(every_text, "every"), duration_s)  # longer than duration: one window
     elif duration_s > RAW_HISTORY_MAX_S:
         every_s = duration_s / AVERAGED_POINTS
-    if every_s is not None:
-        flags = [name for name in fields if FIELD_TYPES[name] is bool]
-        if flags:
-            raise BadParameter(
-                "fields",
-                f"{', '.join(flags)} is true/false and cannot be averaged per window; leave it out, "
-                f"or ask for at most {RAW_HISTORY_MAX_S / 3600:g} h without every=",
-            )
     return HistoryQuery(device_id, duration_s, fields, every_s)
 
 

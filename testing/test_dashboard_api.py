@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dashboard.app import create_app
+from dashboard.parameters import HISTORY_FIELDS
 from dashboard.presence import Presence, device_state, parse_status
 from rtds.broker import PROJECT_ROOT, MosquittoBroker
 from rtds.errors import ConfigError, StoreUnavailable
@@ -72,7 +73,11 @@ BAD_REQUESTS = [
     "/api/devices/vehicle_01/history?fields=_measurement",
     "/api/devices/vehicle_01/history?fields=device_id",
     "/api/devices/vehicle_01/history?fields=",
-    "/api/devices/vehicle_01/history?duration=5m&every=10m",
+    "/api/devices/vehicle_01/history?duration=05m",
+    "/api/devices/vehicle_01/history?duration=0ms",
+    "/api/devices/vehicle_01/history?duration=999999999d",
+    "/api/devices/vehicle_01/history?fields=speed,",
+    "/api/devices/a%2F%2Fb/latest",
     "/api/devices/vehicle_01/history?every=0s",
     "/api/devices/vehicle_01/history?duration=2h&fields=replayed",
     "/api/devices/vehicle_01/history?durration=5m",
@@ -404,7 +409,7 @@ def test_openapi_describes_every_api_route(settings: Settings, make_app: Callabl
     history = document["paths"]["/api/devices/{device_id}/history"]["get"]
     assert {parameter["name"] for parameter in history["parameters"]} == {"device_id", "duration", "fields", "every"}
     assert set(history["responses"]) >= {"200", "400", "404"}
-    assert document["components"]["schemas"]["History"]["properties"]["fields"]["items"]["enum"] == list(STORED_FIELDS)
+    assert document["components"]["schemas"]["History"]["properties"]["fields"]["items"]["enum"] == list(HISTORY_FIELDS)
     json.dumps(document)  # plain JSON all through
 
 
