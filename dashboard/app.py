@@ -41,6 +41,7 @@ from dashboard.auth import check_password_hash_setting, init_auth
 from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
+from dashboard.sessions import SessionGenerations, init_sessions
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
@@ -64,12 +65,15 @@ class Dashboard:
     feed: LiveFeed
     socketio: SocketIO
     owns_store: bool
+    generations: SessionGenerations | None = None
 
     def close(self) -> None:
         self.feed.stop()
         self.presence.stop()
         if self.owns_store:
             self.store.close()
+        if self.generations is not None:
+            self.generations.close()
 
 
 def create_app(settings: Settings | None = None, store: StoreReader | None = None) -> Flask:
@@ -95,12 +99,14 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
     app.url_map.converters["any_text"] = AnyTextConverter
     init_security(app)
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=True)
-    init_auth(app, settings, limiter)
 
     owns_store = store is None
     store = store if store is not None else open_store(settings)
     presence = PresenceTracker(settings)
     socketio = SocketIO()
+    generations = SessionGenerations(settings.dashboard_session_path) if settings.login_enabled else None
+    signed_in_sockets: set[str] = set()
+    init_auth(app, settings, limiter, generations, on_logout=lambda: _disconnect(socketio, signed_in_sockets))
     socketio.init_app(
         app,
         async_mode="threading",
@@ -109,6 +115,7 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         engineio_logger=False,
         json=OrjsonCodec,
     )
+    init_sessions(app, settings)  # after Socket.IO wrapped the app, so that ProxyFix is outermost
     feed = LiveFeed(store, presence, settings, emit=lambda payload: socketio.emit(LIVE_EVENT, payload))
 
     api = make_api(store, presence, feed, settings)
@@ -127,19 +134,29 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
 
     @socketio.on("connect")
     def on_connect(auth: Any = None) -> None:
-        if settings.login_enabled and not current_user.is_authenticated:
-            raise SocketConnectionRefused("login required; sign in at /login")
+        if settings.login_enabled:
+            if not current_user.is_authenticated:
+                raise SocketConnectionRefused("login required; sign in at /login")
+            signed_in_sockets.add(request.sid)  # type: ignore[attr-defined]
         emit(LIVE_EVENT, feed.client_connected())
 
     @socketio.on("disconnect")
     def on_disconnect(*_: Any) -> None:
+        signed_in_sockets.discard(request.sid)  # type: ignore[attr-defined]
         feed.client_disconnected()
 
     # Threads start last, so a setting refused above leaves nothing running.
     presence.start()
     feed.start(socketio.start_background_task, socketio.sleep)
-    app.extensions["rtds"] = Dashboard(settings, store, presence, feed, socketio, owns_store)
+    app.extensions["rtds"] = Dashboard(settings, store, presence, feed, socketio, owns_store, generations)
     return app
+
+
+def _disconnect(socketio: SocketIO, sids: set[str]) -> None:
+    """Logout ended every session: close the Socket.IO connections they opened, in this process."""
+    for sid in list(sids):
+        socketio.server.disconnect(sid, namespace="/")
+    sids.clear()
 
 
 def _checked_rate_limit(text: str) -> bool:

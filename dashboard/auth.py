@@ -3,7 +3,9 @@
 With both set, the page, the API (except /api/health's bare status) and the Socket.IO connection
 need a session. The login form is CSRF-protected (Flask-WTF) and rate-limited per client address.
 The password is stored only as a Werkzeug hash (`rtds dashboard --hash-password` makes one). The
-session's user id includes a fingerprint of that hash, so changing the password ends old sessions.
+session's user id includes a fingerprint of that hash, so changing the password ends old sessions, and
+the user's session generation (dashboard/sessions.py), so logging out ends them too, cookies copied
+before included.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
 from flask_limiter import Limiter
@@ -22,6 +25,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from dashboard.security import error_response
+from dashboard.sessions import SessionGenerations
 from rtds.errors import ConfigError
 from rtds.settings import Settings
 
@@ -53,20 +57,30 @@ def check_password_hash_setting(settings: Settings) -> None:
         )
 
 
-def session_user_id(settings: Settings) -> str:
+def session_user_id(settings: Settings, generation: int) -> str:
     fingerprint = hashlib.sha256(settings.dashboard_password_hash.encode()).hexdigest()[:16]
-    return f"{settings.dashboard_username}:{fingerprint}"
+    return f"{settings.dashboard_username}:{fingerprint}:{generation}"
 
 
-def init_auth(app: Flask, settings: Settings, limiter: Limiter) -> None:
+def init_auth(
+    app: Flask,
+    settings: Settings,
+    limiter: Limiter,
+    generations: SessionGenerations | None,
+    on_logout: Callable[[], None] = lambda: None,
+) -> None:
+    """Login for the one account; `generations` (None when login is off) ends sessions at logout."""
     CSRFProtect(app)
     login_manager = LoginManager(app)
     login_manager.session_protection = "basic"
-    expected_id = session_user_id(settings)
+
+    def expected_id() -> str:
+        assert generations is not None
+        return session_user_id(settings, generations.current(settings.dashboard_username))
 
     @login_manager.user_loader
     def load_user(user_id: str) -> DashboardUser | None:
-        if settings.login_enabled and hmac.compare_digest(user_id, expected_id):
+        if settings.login_enabled and hmac.compare_digest(user_id, expected_id()):
             return DashboardUser(user_id)
         return None
 
@@ -80,7 +94,7 @@ def init_auth(app: Flask, settings: Settings, limiter: Limiter) -> None:
         form = LoginForm()
         if form.validate_on_submit():
             if _credentials_match(settings, form.username.data or "", form.password.data or ""):
-                login_user(DashboardUser(expected_id))
+                login_user(DashboardUser(expected_id()))
                 return redirect(url_for("page"))
             # 200, like any re-shown form; the message says what happened (and no 4xx noise in consoles).
             return render_template("login.html", form=form, error="Wrong user name or password."), 200
@@ -88,6 +102,9 @@ def init_auth(app: Flask, settings: Settings, limiter: Limiter) -> None:
 
     @auth.post("/logout")
     def logout() -> Response:
+        if generations is not None and current_user.is_authenticated:
+            generations.end_sessions(settings.dashboard_username)  # every copy of every session cookie
+            on_logout()
         logout_user()
         return redirect(url_for("auth.login") if settings.login_enabled else url_for("page"))
 

@@ -173,6 +173,12 @@ class Settings:
     dashboard_password_hash: str = ""
     dashboard_cors_origins: str = ""
     dashboard_rate_limit: str = "120/minute"
+    # Secure session cookies: auto = when the request came over HTTPS (directly, or as a trusted proxy says).
+    dashboard_secure_cookie: str = "auto"
+    # How many reverse proxies in front of the dashboard to believe about X-Forwarded-For/-Proto/-Host (0: none).
+    dashboard_trusted_proxies: int = 0
+    # Where logout records that earlier sessions are over (shared by the dashboard processes of one host).
+    dashboard_session_path: str = "data/dashboard_sessions.db"
 
     # Monitoring
     latency_retention_duration: str = "10m"
@@ -229,6 +235,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "flask_port": _port,
     "dashboard_offline_after_s": _positive_float,
     "dashboard_push_interval_s": _positive_float,
+    "dashboard_secure_cookie": _choice("auto", "always", "never"),
+    "dashboard_trusted_proxies": _non_negative_int,
     "latency_retention_duration": _duration,
     "latency_collect_interval": _positive_int,
     "latency_target_p95_ms": _positive_float,

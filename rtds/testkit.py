@@ -48,6 +48,7 @@ def isolated_settings(folder: Path, broker: MosquittoBroker | None = None, **ove
         "dead_letter_path": str(folder / "dead_letters.db"),
         "device_queue_dir": str(folder / "queues"),
         "latency_data_path": str(folder / "latency_samples.json"),
+        "dashboard_session_path": str(folder / "dashboard_sessions.db"),
     }
     if broker is not None:
         values.update(mqtt_broker_host=broker.host, mqtt_broker_port=broker.port)
