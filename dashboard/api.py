@@ -8,7 +8,6 @@ each app's rate limit and store stay its own.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
@@ -19,8 +18,9 @@ from dashboard.openapi import openapi_document
 from dashboard.parameters import BadParameter, check_device_id, check_only, history_query
 from dashboard.presence import PresenceTracker, device_state
 from dashboard.security import error_response
+from dashboard.status import devices_status, health_status
 from rtds.settings import Settings
-from rtds.store import StoreHealth, StoreReader
+from rtds.store import StoreReader
 
 
 class AnyTextConverter(BaseConverter):
@@ -42,34 +42,18 @@ def make_api(store: StoreReader, presence: PresenceTracker | None, feed: LiveFee
     @api.get("/health")
     def health() -> tuple[Response, int]:
         check_only(request.args, ())
-        store_health = _store_health(store)
-        broker = presence.health() if presence is not None else {"ok": False, "detail": "no presence subscriber"}
-        healthy = store_health.ok and broker["ok"]
-        body: dict[str, Any] = {"status": "ok" if healthy else "degraded"}
+        body, healthy = health_status(store, presence)
         # With login on, anonymous callers (load balancers) learn only the status, not the URLs inside.
-        if not settings.login_enabled or current_user.is_authenticated:
-            body.update(time=time.time(), store=store_health.as_dict(), broker=broker, live=feed.stats())
+        if settings.login_enabled and not current_user.is_authenticated:
+            body = {"status": body["status"]}
+        else:
+            body["live"] = feed.stats()
         return jsonify(body), 200 if healthy else 503
 
     @api.get("/devices/status")
-    def devices_status() -> Response:
+    def status() -> Response:
         check_only(request.args, ())
-        now = time.time()
-        last_seen = store.last_seen()
-        statuses = presence.snapshot() if presence is not None else {}
-        devices = []
-        for device_id in sorted(last_seen):
-            state = device_state(last_seen[device_id], statuses.get(device_id), now, settings.dashboard_offline_after_s)
-            devices.append({"device_id": device_id, **state.as_dict()})
-        online = sum(1 for device in devices if device["online"])
-        return jsonify(
-            time=now,
-            offline_after_s=settings.dashboard_offline_after_s,
-            total=len(devices),
-            online=online,
-            offline=len(devices) - online,
-            devices=devices,
-        )
+        return jsonify(devices_status(store, presence, settings.dashboard_offline_after_s))
 
     @api.get("/devices/<any_text:device_id>/latest")
     def device_latest(device_id: str) -> Response:
@@ -114,10 +98,3 @@ def _unknown_device(device_id: str) -> Response:
     return error_response(
         404, f"no data for device {device_id!r}; GET /api/devices/status lists the devices the store knows"
     )
-
-
-def _store_health(store: StoreReader) -> StoreHealth:
-    try:
-        return store.health()
-    except Exception as exc:
-        return StoreHealth(False, type(store).__name__, f"health check failed: {type(exc).__name__}: {exc}")

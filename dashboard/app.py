@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 import argparse
 import getpass
 import logging
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
 
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=settings.flask_secret_key,
+        SECRET_KEY=settings.flask_secret_key or _random_secret_key(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
@@ -152,6 +153,14 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
     return app
 
 
+def _random_secret_key() -> str:
+    log.info(
+        "FLASK_SECRET_KEY is empty: this run signs its cookies with a random key, so sessions end when the "
+        "dashboard restarts (login needs a fixed key: set FLASK_SECRET_KEY)"
+    )
+    return secrets.token_urlsafe(32)
+
+
 def _disconnect(socketio: SocketIO, sids: set[str]) -> None:
     """Logout ended every session: close the Socket.IO connections they opened, in this process."""
     for sid in list(sids):
@@ -207,8 +216,10 @@ def run(settings: Settings) -> int:
     dashboard: Dashboard = app.extensions["rtds"]
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    werkzeug_log = logging.getLogger("werkzeug")
     if settings.log_level != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is DEBUG detail
+        werkzeug_log.setLevel(logging.WARNING)  # one line per request is DEBUG detail
+    werkzeug_log.addFilter(DevelopmentServerNotice())
     login = "on" if settings.login_enabled else "off (set DASHBOARD_USERNAME and DASHBOARD_PASSWORD_HASH to turn it on)"
     log.info(
         "dashboard at http://%s:%d, store %s, login %s", settings.flask_host, settings.flask_port, settings.store, login
@@ -235,6 +246,19 @@ def run(settings: Settings) -> int:
             flush=True,
         )
     return 0
+
+
+class DevelopmentServerNotice(logging.Filter):
+    """Drops the one warning Flask-SocketIO logs whenever `run()` uses Werkzeug without a terminal.
+
+    `rtds dashboard` uses Werkzeug's server on purpose (allow_unsafe_werkzeug=True: `rtds up`, one site);
+    the notice would print at every `rtds up`. Every other Werkzeug message passes. Production: gunicorn.
+    """
+
+    NOTICE = "Werkzeug appears to be used in a production deployment"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOTICE)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("devices.run_devices", "run a fleet of simulated vehicles (default 10)"),
     "collector": ("collector.mqtt_collector", "subscribe to device data and write it to the store"),
     "dashboard": ("dashboard.app", "serve the live dashboard and its REST API"),
+    "device-status": ("collector.device_status_api", "serve /api/devices/status and /health on DEVICE_STATUS_PORT"),
     "latency": ("monitoring.monitor_latency", "one latency snapshot with a verdict"),
     "collect-latency": ("monitoring.collect_latency_data", "sample latency statistics into a JSON file"),
     "report": ("monitoring.generate_latency_report", "write PNG charts and a Markdown latency report"),

@@ -166,7 +166,9 @@ class Settings:
     # Dashboard
     flask_host: str = "127.0.0.1"
     flask_port: int = 5000
-    flask_secret_key: str = EXAMPLE_SECRET_KEY
+    device_status_port: int = 5001  # collector/device_status_api.py, the seed's device status API
+    # Empty: a random key per start (sessions end at a restart); login needs a real one.
+    flask_secret_key: str = ""
     dashboard_offline_after_s: float = 10.0
     dashboard_push_interval_s: float = 1.0
     dashboard_username: str = ""
@@ -233,6 +235,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "device_count": _positive_int,
     "device_status_interval_s": _positive_float,
     "flask_port": _port,
+    "device_status_port": _port,
     "dashboard_offline_after_s": _positive_float,
     "dashboard_push_interval_s": _positive_float,
     "dashboard_secure_cookie": _choice("auto", "always", "never"),

@@ -214,8 +214,10 @@ def start_dashboard(
 PORT_ATTEMPTS = 3
 
 
-def launch_dashboard(launch: Callable[[int], ServiceProcess], port: int | None) -> tuple[ServiceProcess, str, int]:
-    """Start a dashboard with `launch(port)` and wait for /api/health: (process, url, port).
+def launch_dashboard(
+    launch: Callable[[int], ServiceProcess], port: int | None, *, health_path: str = "/api/health"
+) -> tuple[ServiceProcess, str, int]:
+    """Start a dashboard (or the status service) with `launch(port)` and wait for `health_path`: (process, url, port).
 
     A port from free_port() is free when chosen but may be taken (as some process's outgoing port)
     before the dashboard binds it; then a new port is tried, unless the caller asked for this one.
@@ -225,7 +227,7 @@ def launch_dashboard(launch: Callable[[int], ServiceProcess], port: int | None) 
         process = launch(chosen)
         url = f"http://127.0.0.1:{chosen}"
         wait_until(
-            lambda p=process, u=url: not p.running() or http_status(u + "/api/health") is not None,
+            lambda p=process, u=url: not p.running() or http_status(u + health_path) is not None,
             30,
             message=lambda p=process, u=url: f"dashboard answering on {u}; log:\n{p.log_text()[-3000:]}",
         )

@@ -23,6 +23,7 @@ from dashboard_fixtures import (
     StoreUnderTest,
     make_app,
     make_record,
+    start_dashboard,
     store_under_test,
     write_records,
 )
@@ -32,7 +33,7 @@ from influxdb_fake import FakeInfluxDB
 from paho.mqtt.enums import CallbackAPIVersion
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from dashboard.app import create_app
+from dashboard.app import DevelopmentServerNotice, create_app
 from dashboard.parameters import HISTORY_FIELDS
 from dashboard.presence import Presence, device_state, parse_status
 from rtds.broker import PROJECT_ROOT, MosquittoBroker
@@ -41,7 +42,7 @@ from rtds.schema import STORED_FIELDS, status_topic
 from rtds.settings import EXAMPLE_SECRET_KEY, Settings
 from rtds.store.influxdb import InfluxStore
 from rtds.store.sqlite import SQLiteStore
-from rtds.testkit import settings_env, wait_until
+from rtds.testkit import ServiceProcess, settings_env, wait_until
 
 __all__ = ["make_app", "store_under_test"]  # fixtures used by name
 
@@ -574,3 +575,28 @@ def test_status_messages_are_read_as_text_or_json_and_anything_else_is_ignored()
     assert device_state(100.5, offline_at, 101.0, 10.0).online is True, "data after the offline message"
     assert device_state(80.0, Presence("online", 100.0), 101.0, 10.0).reason == "stale"
     assert device_state(None, None, 101.0, 10.0).reason == "no_data"
+
+
+def test_the_development_server_notice_is_not_printed_and_an_unset_secret_key_is_said_once(
+    settings: Settings, spawn: Callable[..., ServiceProcess]
+) -> None:
+    assert settings.flask_secret_key == "", "no key ships as a default"
+    dashboard = start_dashboard(spawn, settings)
+    dashboard.process.terminate()
+    log = dashboard.process.log_text()
+    assert "production deployment" not in log, log
+    assert log.count("FLASK_SECRET_KEY is empty: this run signs its cookies with a random key") == 1, log
+    assert "dashboard stopped after" in log
+    notice = DevelopmentServerNotice()
+    other = logging.LogRecord("werkzeug", logging.WARNING, "", 0, "Address already in use", None, None)
+    dropped = logging.LogRecord(
+        "werkzeug", logging.WARNING, "", 0, DevelopmentServerNotice.NOTICE + ". Use a WSGI server.", None, None
+    )
+    assert notice.filter(other) and not notice.filter(dropped)
+
+
+def test_every_example_leaves_the_secret_key_empty() -> None:
+    for name in (".env.example", "env.example.device", "env.example.vps1-docker"):
+        lines = (PROJECT_ROOT / name).read_text().splitlines()
+        values = [line.split("=", 1)[1] for line in lines if line.lstrip("# ").startswith("FLASK_SECRET_KEY=")]
+        assert values == [""], (name, values)
