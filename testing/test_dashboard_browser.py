@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Error as PlaywrightError
 from werkzeug.security import generate_password_hash
 
+from devices.physics import EPISODE_LABELS, NORMAL_LABEL
 from rtds.broker import MosquittoBroker
 from rtds.schema import data_topic
 from rtds.settings import Settings
@@ -346,15 +347,15 @@ def test_the_client_reconnects_by_itself_and_shows_it(
 ) -> None:
     dashboard = start_dashboard(spawn, live_stack.settings)
     page = open_dashboard(browser_page, dashboard.url)
-    assert page.text_content("#connection-text") == "Live"
+    assert page.text_content("#connection-text").startswith("Live · ")
     dashboard.process.terminate()
     page.wait_for_selector("body:not([data-connection='connected'])", timeout=10_000)
-    assert page.text_content("#connection-text") != "Live"
+    assert not page.text_content("#connection-text").startswith("Live")
     payloads = page.evaluate("() => rtdsDashboard.stats.payloads")
     start_dashboard(spawn, live_stack.settings, port=dashboard.port)
     page.wait_for_selector("body[data-connection='connected']", timeout=20_000)
     page.wait_for_function("n => rtdsDashboard.stats.payloads > n + 1", arg=payloads, timeout=10_000)
-    assert page.text_content("#connection-text") == "Live"
+    assert page.text_content("#connection-text").startswith("Live · ")
 
 
 def test_with_login_the_page_and_the_socket_need_a_session(
@@ -469,3 +470,74 @@ def test_200_devices_at_1_msg_per_s_for_60_s_keep_the_page_updating(
     assert figures["max_frame_gap_ms"] < 1500, figures
     assert page.locator(".card").count() == 200 and page.locator(".card canvas").count() == 0
     assert_clean(browser_page)
+
+
+CARDS_AND_ROWS = """() => Array.from(document.querySelectorAll(".card")).map(card => {
+  const id = card.dataset.deviceId;
+  const row = document.querySelector(`#device-table tr[data-device-id='${id}']`);
+  const cells = row ? Array.from(row.children).map(cell => cell.textContent) : [];
+  return {id, cardSpeed: card.querySelector(".speed__value").textContent, rowSpeed: cells[2],
+          cardSeen: card.querySelector(".seen__ago").textContent, rowSeen: cells[8]};
+})"""
+
+
+def test_the_table_below_the_fold_stays_as_current_as_the_cards(live_stack: LiveStack, browser_page: PageWatch) -> None:
+    page = open_dashboard(browser_page, live_stack.url)
+    wait_for_cards(page, FLEET)
+    below = page.evaluate("() => document.querySelector('.table-wrap').getBoundingClientRect().top > innerHeight")
+    assert below, "the table starts below the fold at 1440x900"
+    first = {item["id"]: item["rowSpeed"] for item in page.evaluate(CARDS_AND_ROWS)}
+    tick = page.evaluate("() => rtdsDashboard.stats.lastTick")
+    page.wait_for_function("t => rtdsDashboard.stats.lastTick >= t + 8", arg=tick, timeout=20_000)
+    now = page.evaluate(CARDS_AND_ROWS)
+    assert [item for item in now if item["cardSpeed"] != item["rowSpeed"] or item["cardSeen"] != item["rowSeen"]] == []
+    assert sum(1 for item in now if item["rowSpeed"] != first[item["id"]]) >= len(FLEET) // 2, "rows changed"
+    assert_clean(browser_page)
+
+
+def test_the_page_works_on_a_phone(live_stack: LiveStack, browser_page: PageWatch) -> None:
+    page = browser_page.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page = open_dashboard(browser_page, live_stack.url)
+    wait_for_cards(page, FLEET)
+    tick = page.evaluate("() => rtdsDashboard.stats.lastTick")
+    page.wait_for_function("t => rtdsDashboard.stats.lastTick >= t + 2", arg=tick, timeout=10_000)
+    save_screenshot(page, "dashboard-phone", publish=True, full_page=True)
+    buttons = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.view-toggle button')).map(button => {
+             const box = button.getBoundingClientRect();
+             return {text: button.textContent, left: box.left, right: box.right};
+           })"""
+    )
+    assert [button["text"] for button in buttons] == ["Auto", "Cards", "Compact"]
+    assert all(button["left"] >= 0 and button["right"] <= 390 for button in buttons), buttons
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "nothing sticks out sideways"
+    page.click(".view-toggle button[data-view='compact']")
+    page.wait_for_selector("body[data-view='compact']", timeout=5_000)
+    page.click(".view-toggle button[data-view='cards']")
+    page.wait_for_selector("body[data-view='cards']", timeout=5_000)
+    assert page.is_visible("#table-scroll-hint"), "the clipped table says that it scrolls"
+    # Charts wait until their card is near the screen, and say so; none is left blank.
+    charts = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.card__chart')).map(box => "
+        "box.querySelector('canvas') ? 'drawn' : box.textContent)"
+    )
+    assert charts and all(chart == "drawn" or "drawn when the card is in view" in chart for chart in charts), charts
+    now = page.evaluate(CARDS_AND_ROWS)
+    assert [item for item in now if item["cardSpeed"] != item["rowSpeed"]] == []
+    # The legend names the labels exactly as the cards and the table show them.
+    legend = page.evaluate("() => Array.from(document.querySelectorAll('.legend .badge')).map(b => b.textContent)")
+    assert sorted(label for text in legend for label in text.split(" · ")) == sorted((NORMAL_LABEL, *EPISODE_LABELS))
+    assert_clean(browser_page)
+
+
+def test_the_header_says_when_no_vehicle_is_online(
+    live_stack: LiveStack, browser_page: PageWatch, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """Connected is not live: with every vehicle past its offline limit, the header says so, not a green "Live"."""
+    dashboard = start_dashboard(spawn, live_stack.settings.with_overrides(dashboard_offline_after_s=0.01))
+    page = browser_page.page
+    page.goto(dashboard.url)
+    page.wait_for_selector("body[data-connection='stale']", timeout=15_000)
+    assert page.text_content("#connection-text") == "Connected · no vehicle online"
+    assert page.text_content("#stat-online").startswith("0 / ")

@@ -1,7 +1,8 @@
 /* The live dashboard page.
  *
  * Socket.IO `latest_data` (once a second) -> the model (a Map of devices with a short speed history)
- * -> one DOM update per animation frame. Charts are drawn only for cards on screen, and past
+ * -> one DOM update per animation frame. Every card's numbers and every table row are kept current; only
+ * the speed charts wait until their card is (nearly) on screen, and say so until they are drawn. Past
  * `data-compact-after` devices the cards become compact tiles without charts.
  *
  * Every string that comes from a device goes into the page through textContent, never as HTML.
@@ -35,6 +36,7 @@
     empty: $("empty"),
     tbody: document.querySelector("#device-table tbody"),
     tableWrap: document.querySelector(".table-wrap"),
+    scrollHint: $("table-scroll-hint"),
     headers: Array.from(document.querySelectorAll("#device-table th[data-sort]")),
     connection: $("connection"),
     connectionText: $("connection-text"),
@@ -138,7 +140,6 @@
       speeds: [],
       card: null,
       row: null,
-      rowVisible: false,
       chart: null,
       visible: false,
       chartDirty: true,
@@ -196,6 +197,7 @@
     speed.append(speedValue, make("span", "speed__unit", "km/h"));
 
     const chartBox = make("div", "card__chart");
+    chartBox.append(make("p", "chart__deferred", "Speed chart: drawn when the card is in view"));
 
     const detection = make("div", "card__detection");
     const badge = make("span", "badge badge--none", "no detection");
@@ -264,7 +266,7 @@
       const canvas = make("canvas");
       canvas.setAttribute("aria-label", "Speed of the last minute");
       canvas.setAttribute("role", "img");
-      entry.card.chartBox.append(canvas);
+      entry.card.chartBox.replaceChildren(canvas); // the "drawn when in view" note goes
       entry.chart = new window.Chart(canvas, chartConfig());
     }
     entry.chart.data.labels = entry.labels.slice();
@@ -317,7 +319,7 @@
       if (entry.chart) {
         entry.chart.destroy();
         entry.chart = null;
-        entry.card.chartBox.replaceChildren();
+        entry.card.chartBox.replaceChildren(make("p", "chart__deferred", "Speed chart: drawn when the card is in view"));
       }
       entry.chartDirty = true;
     }
@@ -388,7 +390,6 @@
     setText(cells.device_id, entry.id);
     row.dataset.deviceId = entry.id;
     entry.row = { root: row, cells: cells };
-    rowVisibility.observe(row);
   }
 
   function renderRow(entry) {
@@ -427,47 +428,20 @@
     return result * sort.dir || collator.compare(a.id, b.id);
   }
 
-  // The table is updated only while it is on screen, and then only its rows in view (plus a margin);
-  // with hundreds of devices, re-laying out every row each second would cost more than the cards.
-  let tableVisible = false;
-  new IntersectionObserver(
-    (changes) => {
-      tableVisible = changes[changes.length - 1].isIntersecting;
-      if (tableVisible) requestRender();
-    },
-    { rootMargin: "100px 0px" }
-  ).observe(nodes.tableWrap);
-
-  const rowVisibility = new IntersectionObserver(
-    (changes) => {
-      let newlyVisible = false;
-      for (const change of changes) {
-        const entry = devices.get(change.target.dataset.deviceId);
-        if (!entry) continue;
-        entry.rowVisible = change.isIntersecting;
-        newlyVisible = newlyVisible || change.isIntersecting;
-      }
-      if (newlyVisible) requestRender();
-    },
-    { root: nodes.tableWrap, rootMargin: "300px 0px" }
-  );
-
+  // Every row is kept current, on screen or not: a row is a few text nodes, and setText writes only what
+  // changed, so even a thousand rows cost a millisecond or two per tick. Rows are reordered only when the
+  // sorted order changed.
   function renderTable() {
     const entries = Array.from(devices.values());
     const added = document.createDocumentFragment();
     for (const entry of entries) {
       if (!entry.row) {
         buildRow(entry);
-        if (entry.record) renderRow(entry);
         added.append(entry.row.root);
-        rowOrder = []; // sorted into place the next time the table is on screen
       }
+      if (entry.record) renderRow(entry);
     }
     nodes.tbody.append(added);
-    if (!tableVisible) return;
-    for (const entry of entries) {
-      if (entry.rowVisible && entry.record) renderRow(entry);
-    }
     entries.sort(compareEntries);
     const order = entries.map((entry) => entry.id);
     if (order.length !== rowOrder.length || order.some((id, index) => id !== rowOrder[index])) {
@@ -477,6 +451,17 @@
       rowOrder = order;
     }
   }
+
+  // Whether the table is wider than its box is read after layout (a ResizeObserver), never inside a
+  // render: reading scrollWidth there would force a layout of the whole page every tick.
+  function updateScrollHint() {
+    const wrap = nodes.tableWrap;
+    const clipped = wrap.scrollWidth > wrap.clientWidth + 1;
+    if (nodes.scrollHint.hidden === clipped) nodes.scrollHint.hidden = !clipped;
+  }
+  const tableSize = new ResizeObserver(updateScrollHint);
+  tableSize.observe(nodes.tableWrap);
+  tableSize.observe(document.querySelector("#device-table"));
 
   function onHeaderClick(event) {
     const header = event.currentTarget;
@@ -507,10 +492,23 @@
     if (!store.ok) setText(nodes.banner, "The dashboard cannot read the store: " + (store.detail || "unknown error") + ". Showing the last data it had.");
   }
 
+  let socketConnected = false;
+
   function setConnection(state, text) {
     setClass(nodes.connection, "connection connection--" + state);
     setText(nodes.connectionText, text);
     body.dataset.connection = state;
+  }
+
+  // Connected is not the same as live: the header says whether any vehicle is reporting.
+  function renderConnection() {
+    if (!socketConnected) return;
+    const summary = payload.summary || {};
+    const store = payload.store || { ok: true };
+    if (!store.ok) setConnection("stale", "Connected · the store does not answer");
+    else if (!devices.size) setConnection("stale", "Connected · waiting for data");
+    else if (!summary.online) setConnection("stale", "Connected · no vehicle online");
+    else setConnection("connected", "Live · " + summary.online + " of " + (summary.devices ?? devices.size) + " online");
   }
 
   // --- one frame ----------------------------------------------------------------------------
@@ -523,6 +521,7 @@
     if (cardOrderDirty) placeCards();
     nodes.empty.hidden = devices.size > 0;
     renderSummary();
+    renderConnection();
     for (const entry of devices.values()) {
       if (entry.record) renderCard(entry);
     }
@@ -561,8 +560,13 @@
     return;
   }
   const socket = window.io({ reconnectionDelayMax: 10000 });
-  socket.on("connect", () => setConnection("connected", "Live"));
+  socket.on("connect", () => {
+    socketConnected = true;
+    setConnection("connected", "Connected");
+    if (payload) requestRender();
+  });
   socket.on("disconnect", (reason) => {
+    socketConnected = false;
     setConnection("disconnected", reason === "io client disconnect" ? "Disconnected" : "Connection lost, reconnecting…");
   });
   socket.io.on("reconnect_attempt", (attempt) => setConnection("connecting", "Reconnecting (attempt " + attempt + ")…"));
