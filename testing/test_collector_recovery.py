@@ -60,11 +60,7 @@ class InfluxAnswering503:
         )
 
     def keys(self) -> set[Key]:
-        return {
-            (point.tags["device_id"], int(point.fields["seq"]))
-            for point in self.fake.points
-            if point.measurement == MEASUREMENT
-        }
+        return {(device_id, int(seq)) for device_id, seq in self.fake.identities(MEASUREMENT, "device_id", "seq")}
 
     def take_away(self, seconds: float) -> None:
         self.fake.fail_for(seconds, 503, retry_after=1)
@@ -145,6 +141,7 @@ def run_through_outages(
     wait_until(
         stored_all,
         max(remaining_s, 0.0),
+        interval_s=0.2,
         message=lambda: (
             f"{len(seen - store.keys())} of {len(seen)} messages the broker accepted were not stored within "
             f"{RESUME_WITHIN_S} s of the store's return, e.g. {sorted(seen - store.keys())[:5]}\n"

@@ -86,6 +86,10 @@ def field_type(value: FieldValue) -> str:
     return "string"
 
 
+# The characters split_lines acts on; everything between them is skipped in one regex search.
+_SPLIT_SPECIAL = re.compile(r'[\\ =,"\n]')
+
+
 def split_lines(text: str) -> list[tuple[int, str]]:
     """Split a body into (first physical line number, logical line) pairs.
 
@@ -103,6 +107,11 @@ def split_lines(text: str) -> list[tuple[int, str]]:
         in_fields = False
         equals = commas = 0
         while i < n:
+            special = _SPLIT_SPECIAL.search(text, i)
+            if special is None:
+                i = n
+                break
+            i = special.start()
             c = text[i]
             if c == "\\":
                 if i + 1 < n and text[i + 1] == "\n":
@@ -151,6 +160,8 @@ def parse_batch(text: str, precision: str = "ns", default_time_ns: int = 0) -> l
 
 
 def _unescape(raw: str, escapable: frozenset[str]) -> str:
+    if "\\" not in raw:
+        return raw
     out: list[str] = []
     i = 0
     while i < len(raw):
