@@ -29,6 +29,7 @@ from devices.network import ThreadedNetwork
 from devices.offline_queue import DeviceStats, OfflineQueue, QueueDatabase, device_file
 from devices.physics import DetectionLabelSimulator, VehicleSpeedSimulator
 from devices.telemetry import DeviceTelemetry
+from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.schema import DEVICE_ID_PATTERN, is_valid_device_id
@@ -99,7 +100,7 @@ def run(settings: Settings, device_id: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="rtds device",
+        prog=command_prog("device"),
         description="Run one simulated vehicle that publishes telemetry over MQTT (settings from .env / environment).",
     )
     parser.add_argument("device_id", help="the vehicle's id, e.g. vehicle_01")

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from devices.device_simulator import install_stop_signals
 from devices.offline_queue import read_stats
+from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.schema import is_valid_device_id
@@ -272,7 +273,7 @@ def run(settings: Settings, *, count: int, prefix: str, in_process: bool) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rtds devices", description="Run a fleet of simulated vehicles.")
+    parser = argparse.ArgumentParser(prog=command_prog("devices"), description="Run a fleet of simulated vehicles.")
     parser.add_argument("--count", type=int, help="how many devices (default DEVICE_COUNT, 10)")
     parser.add_argument("--prefix", help="device id prefix (default DEVICE_PREFIX, vehicle_)")
     parser.add_argument(

@@ -29,6 +29,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_running_command: str | None = None  # the command `main` is running, so that its parser can name itself
+
+
+def command_prog(command: str) -> str | None:
+    """The `prog` of a command's argparse parser: `rtds COMMAND` when `rtds` runs it, otherwise None, so
+    that argparse names the script as it was started (`python devices/device_simulator.py --help` says
+    `usage: device_simulator.py`)."""
+    return f"rtds {command}" if _running_command == command else None
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: rtds COMMAND [options]   (rtds COMMAND --help for its options)", "", "commands:"]
@@ -45,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"rtds: {name!r} is not a command.\n\n{usage()}", file=sys.stderr)
         return 2
+    global _running_command
     module = importlib.import_module(COMMANDS[name][0])
+    _running_command = name
     try:
         return int(module.main(rest) or 0)
     except ConfigError as exc:
@@ -53,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        _running_command = None
 
 
 if __name__ == "__main__":
