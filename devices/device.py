@@ -27,6 +27,17 @@ Why nothing is lost, duplicated by us, or reordered (paho-mqtt 2.x, MQTT 3.1.1, 
 - A process killed by `kill -9` loses paho's memory but not the queue: on restart every row
   still present is sent again from the oldest. The broker may already have some of them, so
   delivery is at least once; the collector's writes are idempotent on (device_id, time).
+
+`replayed` (README, "The data") marks a message that waited in the queue for a connection, so
+that latency statistics report it apart from live ones:
+- generated while a connection this process had was lost: known when it is generated;
+- generated before this process's first connection, when that connection came more than
+  FIRST_CONNECT_GRACE_S after the first reading (a start with the broker away, not the moments
+  every start takes to connect): known when the first connection comes;
+- still queued from an earlier run of the device (after a kill -9, or a stop with a backlog).
+The last two are set on the payload as the row is handed to the client, so paho's resends and
+the broker carry the flag too. A message is never marked for waiting behind a slow broker on a
+live connection: that is latency, and the statistics should show it.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from rtds.schema import (
     data_topic,
     encode_payload,
     legacy_topic,
+    mark_replayed,
     status_topic,
 )
 from rtds.settings import Settings
@@ -64,6 +76,7 @@ _events = RateLimitedLog(log, interval_s=10.0)
 PUBLISH_WINDOW = 20  # messages published and not yet acknowledged, per device
 _PAHO_INFLIGHT = PUBLISH_WINDOW + 2  # room for the retained status messages
 _ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)  # NO_CONN: paho keeps it and sends it on reconnect
+FIRST_CONNECT_GRACE_S = 5.0  # a first connection within this of the first reading: its backlog is live, not replayed
 
 
 class DeviceSimulator:
@@ -102,6 +115,10 @@ class DeviceSimulator:
         self._ever_connected = False
         self._stopping = False
         self._epoch = 0
+        self._first_reading_at: float | None = None  # monotonic
+        self._first_connect_late = False
+        self._run_first_seq = queue.next_seq  # rows below it were queued by an earlier run
+        self._before_first_connect_through = -1  # the last seq generated before this process's first connection
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()  # (mid, failed), from paho
         self._in_flight: dict[int, tuple[int, int]] = {}  # mid -> (seq, epoch), oldest first
         self._mids_left: dict[int, int] = {}  # seq -> mids not yet acked (2 when DEVICE_TOPICS=both)
@@ -135,7 +152,11 @@ class DeviceSimulator:
         speed = self.speed.step(dt_s)
         label, confidence = self.detection.step(dt_s)
         system = self.telemetry.read()
-        replayed = not self._connected
+        with self._link_lock:
+            connected, ever_connected = self._connected, self._ever_connected
+        if self._first_reading_at is None:
+            self._first_reading_at = time.monotonic()
+        replayed = ever_connected and not connected
 
         def build(seq: int) -> bytes:
             return encode_payload(
@@ -162,7 +183,10 @@ class DeviceSimulator:
                 )
             )
 
-        return self.queue.append(build, now=now_s)
+        seq = self.queue.append(build, now=now_s)
+        if not ever_connected:
+            self._before_first_connect_through = seq
+        return seq
 
     def pump(self) -> None:
         """Delete acknowledged rows, then publish what the window allows."""
@@ -202,6 +226,8 @@ class DeviceSimulator:
             if self._in_flight and next(iter(self._in_flight.values()))[1] != self._epoch:
                 return  # paho is resending messages from before the reconnect; let them go first
             for seq, payload in rows:
+                if self._sent_late(seq):
+                    payload = mark_replayed(payload)
                 for topic in self.topics:
                     info = self.client.publish(topic, payload, qos=1)
                     if info.rc not in _ACCEPTED:
@@ -217,6 +243,12 @@ class DeviceSimulator:
                 self._mids_left[seq] = per_row
                 self.queue.mark_sent(seq)
                 self.stats.sent += 1
+
+    def _sent_late(self, seq: int) -> bool:
+        """Queued by an earlier run, or generated before a first connection that came late."""
+        if seq < self._run_first_seq:
+            return True
+        return self._first_connect_late and seq <= self._before_first_connect_through
 
     def begin_stop(self) -> None:
         """Stop publishing data, announce `offline` (retained) if connected."""
@@ -261,12 +293,15 @@ class DeviceSimulator:
         with self._link_lock:
             self._epoch += 1
             self._connected = True
-        if self._ever_connected:
+            reconnected = self._ever_connected
+            if not reconnected and self._first_reading_at is not None:
+                self._first_connect_late = time.monotonic() - self._first_reading_at > FIRST_CONNECT_GRACE_S
+            self._ever_connected = True
+        if reconnected:
             self.stats.reconnects += 1
             _events.warning(
                 "reconnected", "%s: reconnected to the broker; flushing %d queued", self.device_id, self.queue.size
             )
-        self._ever_connected = True
         self.stats.state = "online"
         client.publish(status_topic(self.device_id), STATUS_ONLINE.encode(), qos=1, retain=True)
         self.notify(self)

@@ -156,6 +156,15 @@ def encode_payload(record: TelemetryRecord) -> bytes:
     return orjson.dumps(record.to_payload())
 
 
+def mark_replayed(payload: bytes) -> bytes:
+    """A payload made by `encode_payload`, with `replayed` set: a queued message that turned out to be sent late."""
+    message = orjson.loads(payload)
+    if message.get("replayed") is True:
+        return payload
+    message["replayed"] = True
+    return orjson.dumps(message)
+
+
 def parse_message(
     topic: str,
     payload: bytes,

@@ -6,6 +6,10 @@ from 0 to the last one the device generated?
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
-from devices.device import PUBLISH_WINDOW, DeviceSimulator
-from devices.offline_queue import QueueDatabase, read_stats
+from devices.device import FIRST_CONNECT_GRACE_S, PUBLISH_WINDOW, DeviceSimulator
+from devices.offline_queue import QueueDatabase, device_file, read_stats
 from devices.telemetry import DeviceTelemetry
 from rtds.broker import MosquittoBroker
 from rtds.cli import main as rtds_main
@@ -135,7 +139,11 @@ def test_publishes_in_order_within_the_window_never_while_offline_and_waits_for_
     device.pump()
     assert data_seqs() == list(range(device.queue.next_seq)), "the rest follows once paho's resends are acked"
     records = [orjson.loads(payload) for _, topic, payload in client.published if topic.startswith("device/data")]
-    assert records[0]["replayed"] is True and "replayed" not in records[5]
+    generated_offline = PUBLISH_WINDOW + 10  # the reading taken while disconnected
+    assert [r["seq"] for r in records if r.get("replayed")] == [generated_offline], (
+        "only the reading generated while the connection was lost is replayed; the three taken before the "
+        "first connection (made at once) are live"
+    )
     database.close()
 
 
@@ -234,11 +242,53 @@ def test_kill_minus_9_and_restart_carries_seq_on_and_loses_nothing(
         seqs = seqs_seen(witness, "vehicle_07")
         assert_complete(seqs, last, exactly_once=False)
         # The restart resumed the persisted seq: the same seq always carries the same reading.
+        # (The copy a restart resends is marked replayed; the reading itself is the same.)
         by_seq: dict[int, dict[str, Any]] = {}
         for record in records_seen(witness, "vehicle_07"):
-            assert by_seq.setdefault(record["seq"], record) == record, "a seq was reused for a different reading"
+            reading = {key: value for key, value in record.items() if key != "replayed"}
+            assert by_seq.setdefault(record["seq"], reading) == reading, "a seq was reused for a different reading"
         resumed_at = int(second.log_text().split("from seq ")[1].split()[0])
         assert 0 < resumed_at <= before
+
+
+def test_readings_left_queued_by_an_earlier_run_are_sent_as_replayed(
+    tmp_path: Path, broker: MosquittoBroker, spawn: Spawn
+) -> None:
+    settings = device_settings(tmp_path, broker.port)
+    queue_file = device_file(settings.device_queue_dir, "vehicle_09")
+    with Witness(broker.host, broker.port, ["device/data/vehicle_09"]) as witness:
+        first = spawn(DEVICE_SCRIPT, "vehicle_09", settings=settings)
+        wait_until(lambda: len(seqs_seen(witness, "vehicle_09")) >= 20, 30, message="first run publishing")
+        # A frozen broker keeps the connection up but acknowledges nothing: readings generated on a live
+        # connection pile up in the queue, and the device dies with them.
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: read_stats(settings.device_queue_dir)["vehicle_09"]["queued"] >= 40,
+                20,
+                message="readings queue behind the frozen broker",
+            )
+            first.kill()
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        with contextlib.closing(sqlite3.connect(queue_file)) as queue:
+            left_over = [row[0] for row in queue.execute("SELECT seq FROM messages ORDER BY seq")]
+        assert len(left_over) >= 40
+
+        second = spawn(DEVICE_SCRIPT, "vehicle_09", settings=settings)
+        resumed_at = left_over[-1] + 1
+        wait_until(
+            lambda: max(seqs_seen(witness, "vehicle_09")) >= resumed_at + 20, 30, message="second run publishing"
+        )
+        assert second.terminate() == 0, second.log_text()
+        last = generated(settings.device_queue_dir, "vehicle_09") - 1
+        wait_until(lambda: set(range(last + 1)) <= set(seqs_seen(witness, "vehicle_09")), 10)
+
+    records = records_seen(witness, "vehicle_09")
+    resent = {r["seq"] for r in records if r.get("replayed")}
+    assert set(left_over) <= resent, f"sent by the second run but not marked: {sorted(set(left_over) - resent)[:10]}"
+    assert not {seq for seq in resent if seq >= resumed_at}, "the second run's own readings are live"
 
 
 def test_first_connect_fails_then_the_broker_appears_and_everything_arrives(
@@ -252,8 +302,10 @@ def test_first_connect_fails_then_the_broker_appears_and_everything_arrives(
     try:
         settings = device_settings(tmp_path, absent.port)
         device = spawn(DEVICE_SCRIPT, "vehicle_late", settings=settings)
+        # Past the grace a start has to connect: the backlog waited for the broker, so it is replayed.
+        backlog = int(FIRST_CONNECT_GRACE_S / FAST_INTERVAL_S) + 20
         wait_until(
-            lambda: read_stats(settings.device_queue_dir).get("vehicle_late", {}).get("queued", 0) >= 30,
+            lambda: read_stats(settings.device_queue_dir).get("vehicle_late", {}).get("queued", 0) >= backlog,
             30,
             message="the device queues while no broker listens",
         )
@@ -262,13 +314,23 @@ def test_first_connect_fails_then_the_broker_appears_and_everything_arrives(
 
         start_broker(name="late-broker", port=absent.port)
         wait_until(
-            lambda: len(seqs_seen(witness, "vehicle_late")) >= 60, 30, message="the device connected and flushed"
+            lambda: read_stats(settings.device_queue_dir)["vehicle_late"]["state"] == "online",
+            30,
+            message="the device connected",
+        )
+        connected_through = generated(settings.device_queue_dir, "vehicle_late") - 1
+        wait_until(
+            lambda: len(seqs_seen(witness, "vehicle_late")) >= connected_through + 20,
+            30,
+            message="the device flushed and publishes live",
         )
         assert device.terminate() == 0, device.log_text()
         last = generated(settings.device_queue_dir, "vehicle_late") - 1
         wait_until(lambda: len(seqs_seen(witness, "vehicle_late")) >= last + 1, 10)
         assert_complete(seqs_seen(witness, "vehicle_late"), last, exactly_once=True)
-        assert records_seen(witness, "vehicle_late")[0]["replayed"] is True
+        replayed = [r["seq"] for r in records_seen(witness, "vehicle_late") if r.get("replayed")]
+        assert replayed == list(range(len(replayed))), "the replayed readings are the ones from before the connection"
+        assert backlog <= len(replayed) <= connected_through + 1
     finally:
         witness.close()
 
