@@ -54,6 +54,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from devices.offline_queue import DeviceStats, OfflineQueue
+from devices.onboard_computer import OnboardComputerSimulator
 from devices.physics import DetectionLabelSimulator, VehicleSpeedSimulator
 from devices.telemetry import DeviceTelemetry
 from rtds import mqtt
@@ -88,14 +89,17 @@ class DeviceSimulator:
         settings: Settings,
         queue: OfflineQueue,
         *,
-        telemetry: DeviceTelemetry,
+        telemetry: DeviceTelemetry | None,
         rng: random.Random | None = None,
         window: int = PUBLISH_WINDOW,
     ) -> None:
         self.device_id = device_id
         self.settings = settings
         self.queue = queue
-        self.telemetry = telemetry
+        # The host's readings, or (None) this vehicle's own computer, seeded by its id: the same hardware every start.
+        self.system: DeviceTelemetry | OnboardComputerSimulator = (
+            telemetry if telemetry is not None else OnboardComputerSimulator(random.Random(f"onboard:{device_id}"))
+        )
         rng = rng or random.Random()
         self.speed = VehicleSpeedSimulator(rng)
         self.detection = DetectionLabelSimulator(rng)
@@ -151,7 +155,10 @@ class DeviceSimulator:
         """Take one reading and append it to the queue; returns its seq."""
         speed = self.speed.step(dt_s)
         label, confidence = self.detection.step(dt_s)
-        system = self.telemetry.read()
+        if isinstance(self.system, DeviceTelemetry):
+            system = self.system.read()
+        else:
+            system = self.system.step(dt_s, speed_kmh=speed, detection_label=label)
         with self._link_lock:
             connected, ever_connected = self._connected, self._ever_connected
         if self._first_reading_at is None:

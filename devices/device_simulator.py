@@ -7,8 +7,10 @@ waits briefly for outstanding PUBACKs, prints a summary and exits 0.
 
 The parts live in their own modules and are re-exported here, where the seed names them:
 `VehicleSpeedSimulator` and `DetectionLabelSimulator` (devices/physics.py), `DeviceTelemetry`
-(devices/telemetry.py), `OfflineQueue` (devices/offline_queue.py), `DeviceSimulator`
-(devices/device.py) and the loop that drives it (devices/device_loop.py).
+(devices/telemetry.py; alone, a device reports the host's readings, or its own simulated on-board
+computer, devices/onboard_computer.py, with DEVICE_SYSTEM_METRICS=simulated), `OfflineQueue`
+(devices/offline_queue.py), `DeviceSimulator` (devices/device.py) and the loop that drives it
+(devices/device_loop.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from devices.device_loop import DeviceLoop
 from devices.network import ThreadedNetwork
 from devices.offline_queue import DeviceStats, OfflineQueue, QueueDatabase, device_file
 from devices.physics import DetectionLabelSimulator, VehicleSpeedSimulator
-from devices.telemetry import DeviceTelemetry
+from devices.telemetry import DeviceTelemetry, system_metrics_mode
 from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
@@ -82,13 +84,15 @@ def run(settings: Settings, device_id: str) -> int:
     database = QueueDatabase(device_file(settings.device_queue_dir, device_id))
     try:
         queue = database.queue(device_id, settings.device_queue_max_messages)
-        device = DeviceSimulator(device_id, settings, queue, telemetry=DeviceTelemetry())
+        system_metrics = system_metrics_mode(settings, fleet=False)
+        telemetry = DeviceTelemetry() if system_metrics == "host" else None
+        device = DeviceSimulator(device_id, settings, queue, telemetry=telemetry)
         loop = DeviceLoop([device], database, ThreadedNetwork(settings), interval_s=settings.device_publish_interval_s)
         install_stop_signals(loop.request_stop)
         print(
             f"{device_id}: publishing every {settings.device_publish_interval_s} s to "
             f"{settings.mqtt_broker_host}:{settings.mqtt_broker_port} from seq {queue.next_seq} "
-            f"({queue.size} queued in {database.path})",
+            f"({queue.size} queued in {database.path}); system readings: {system_metrics} (DEVICE_SYSTEM_METRICS)",
             flush=True,
         )
         loop.run()

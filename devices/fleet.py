@@ -17,7 +17,7 @@ from devices.device import DeviceSimulator
 from devices.device_loop import DeviceLoop
 from devices.network import SelectorNetwork
 from devices.offline_queue import DeviceStats, QueueDatabase, device_file, fleet_file
-from devices.telemetry import DeviceTelemetry
+from devices.telemetry import DeviceTelemetry, system_metrics_mode
 from rtds.errors import ConfigError
 from rtds.settings import Settings
 
@@ -57,7 +57,8 @@ class Fleet:
                 fleet_file(settings.device_queue_dir),
             )
         self.database = QueueDatabase(fleet_file(settings.device_queue_dir))
-        telemetry = DeviceTelemetry()
+        self.system_metrics = system_metrics_mode(settings, fleet=True)
+        telemetry = DeviceTelemetry() if self.system_metrics == "host" else None
         rng = random.Random(seed)
         self.devices = [
             DeviceSimulator(

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from devices.device_simulator import install_stop_signals
 from devices.offline_queue import read_stats
+from devices.telemetry import system_metrics_mode
 from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
@@ -92,6 +93,9 @@ class Supervisor:
         self.children = [DeviceProcess(device_id) for device_id in ids]
         self.console = console or Console()
         self._stop_requested = False
+        self.system_metrics = system_metrics_mode(settings, fleet=True)
+        # A device process alone would report the host's readings under auto; in a fleet it simulates its own.
+        self._child_env = {**os.environ, "DEVICE_SYSTEM_METRICS": self.system_metrics}
 
     def request_stop(self) -> None:
         """Called from the signal handler: a plain flag, no locks (an Event could deadlock there)."""
@@ -102,7 +106,8 @@ class Supervisor:
             self._spawn(child)
         self.console.print(
             f"started {len(self.children)} devices ({self.children[0].device_id} ... {self.children[-1].device_id}), "
-            f"one process each; status every {self.settings.device_status_interval_s:g} s, Ctrl-C to stop"
+            f"one process each, system readings: {self.system_metrics} (DEVICE_SYSTEM_METRICS); "
+            f"status every {self.settings.device_status_interval_s:g} s, Ctrl-C to stop"
         )
         next_status = time.monotonic() + self.settings.device_status_interval_s
         while not self._stop_requested:
@@ -121,7 +126,7 @@ class Supervisor:
     def _spawn(self, child: DeviceProcess) -> None:
         # Same process group: Ctrl-C in a terminal reaches the devices too, and they stop cleanly.
         child.process = subprocess.Popen(
-            [sys.executable, str(DEVICE_SCRIPT), child.device_id], stdout=subprocess.DEVNULL, env=os.environ.copy()
+            [sys.executable, str(DEVICE_SCRIPT), child.device_id], stdout=subprocess.DEVNULL, env=self._child_env
         )
         child.started_at = time.monotonic()
         child.restart_at = None
@@ -229,8 +234,8 @@ def run_in_process(settings: Settings, ids: list[str], console: Console) -> int:
     fleet = Fleet(settings, ids)
     install_stop_signals(fleet.request_stop)
     console.print(
-        f"started {len(ids)} devices in this process ({ids[0]} ... {ids[-1]}), queue {fleet.database.path}; "
-        f"status every {settings.device_status_interval_s:g} s, Ctrl-C to stop"
+        f"started {len(ids)} devices in this process ({ids[0]} ... {ids[-1]}), queue {fleet.database.path}, "
+        f"system readings: {fleet.system_metrics}; status every {settings.device_status_interval_s:g} s, Ctrl-C to stop"
     )
     outcome: list[BaseException] = []
 

@@ -1,4 +1,4 @@
-"""The host's CPU, memory, disk and network readings that every simulated vehicle reports.
+"""The host's CPU, memory, disk and network readings, which a vehicle reports with DEVICE_SYSTEM_METRICS=host.
 
 psutil is read without blocking (`cpu_percent(interval=None)` measures since the previous call)
 and at most once per `max_age_s`; one `DeviceTelemetry` is shared by every device in a process,
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from rtds.settings import Settings
 
 BYTES_PER_MB = 1024 * 1024
 
@@ -80,3 +82,10 @@ class DeviceTelemetry:
             network_bytes_sent=float(network.bytes_sent if network else 0),
             network_bytes_recv=float(network.bytes_recv if network else 0),
         )
+
+
+def system_metrics_mode(settings: Settings, *, fleet: bool) -> str:
+    """'host' or 'simulated': DEVICE_SYSTEM_METRICS, where auto is host for a lone device and simulated for a fleet."""
+    if settings.device_system_metrics == "auto":
+        return "simulated" if fleet else "host"
+    return settings.device_system_metrics

@@ -21,6 +21,7 @@ from rtds.errors import ConfigError
 EXAMPLE_SECRET_KEY = "dev-secret-key-change-in-production"
 STORE_NAMES = ("sqlite", "influxdb")
 DEVICE_TOPIC_MODES = ("primary", "both")
+DEVICE_SYSTEM_METRICS_MODES = ("auto", "host", "simulated")
 DURATION_PATTERN = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -162,6 +163,9 @@ class Settings:
     device_count: int = 10
     device_prefix: str = "vehicle_"
     device_status_interval_s: float = 30.0
+    # What a vehicle reports as its CPU, memory, disk and network: the host's readings, or its own simulated
+    # on-board computer; auto: host for a lone `rtds device`, simulated for a fleet (`rtds devices`, `rtds up`).
+    device_system_metrics: str = "auto"
 
     # Dashboard
     flask_host: str = "127.0.0.1"
@@ -234,6 +238,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "device_topics": _choice(*DEVICE_TOPIC_MODES),
     "device_count": _positive_int,
     "device_status_interval_s": _positive_float,
+    "device_system_metrics": _choice(*DEVICE_SYSTEM_METRICS_MODES),
     "flask_port": _port,
     "device_status_port": _port,
     "dashboard_offline_after_s": _positive_float,

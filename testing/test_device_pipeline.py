@@ -1,10 +1,12 @@
 """Simulated devices → Mosquitto → collector → SQLite: what the stored points say about the devices.
 
-Which points are `replayed` (README, "The data"), checked on the rows and through `rtds latency`.
+Which points are `replayed` (README, "The data"), checked on the rows and through `rtds latency`, and
+whose computer the CPU, memory and disk readings describe (DEVICE_SYSTEM_METRICS).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -12,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from collector_harness import start_collector
 
 from devices.offline_queue import read_stats
+from devices.telemetry import BYTES_PER_MB
 from monitoring import monitor_latency
 from rtds.broker import MosquittoBroker
 from rtds.settings import Settings
@@ -126,3 +130,35 @@ def test_a_broker_outage_mid_run_marks_exactly_the_readings_generated_during_it(
     assert after and set(after) == {0}, "readings from after the reconnect are live"
     replayed_seqs = [seq for seq, _, replayed in rows if replayed]
     assert replayed_seqs == list(range(replayed_seqs[0], replayed_seqs[-1] + 1)), "one unbroken stretch: the outage"
+
+
+def test_a_simulated_fleet_stores_a_different_computer_per_vehicle_and_a_lone_device_the_hosts(
+    settings: Settings, spawn: Spawn
+) -> None:
+    ids = ["vehicle_01", "vehicle_02", "vehicle_03"]
+    assert settings.device_system_metrics == "auto"
+    start_collector(spawn, settings)
+    fleet = spawn(RUNNER, "--count", str(len(ids)), settings=settings)
+    lone = spawn(DEVICE_SCRIPT, "laptop_01", settings=settings)
+    wait_until(
+        lambda: all(points_per_device(settings).get(d, 0) >= 30 for d in [*ids, "laptop_01"]),
+        60,
+        message=lambda: f"30 points of every device; stored {points_per_device(settings)}",
+    )
+    assert fleet.terminate() == 0, fleet.log_text()
+    assert lone.terminate() == 0, lone.log_text()
+
+    columns = "cpu_usage, memory_total, memory_used, disk_total, disk_used"
+    series = {d: stored(settings, columns, "device_id = ?", (d,)) for d in [*ids, "laptop_01"]}
+    for one, other in itertools.combinations(ids, 2):
+        assert series[one][0][1] != series[other][0][1], f"{one} and {other} report the same memory size"
+        assert series[one][0][3] != series[other][0][3], f"{one} and {other} report the same disk size"
+        assert [row[0] for row in series[one]] != [row[0] for row in series[other]], "the same CPU series"
+    for device_id in ids:
+        for cpu, memory_total, memory_used, disk_total, disk_used in series[device_id]:
+            assert 0.0 <= cpu <= 100.0 and 0.0 <= memory_used <= memory_total and 0.0 <= disk_used <= disk_total
+
+    host_memory_mb = round(psutil.virtual_memory().total / BYTES_PER_MB, 1)
+    assert {row[1] for row in series["laptop_01"]} == {host_memory_mb}, "a lone device reports its host"
+    assert "system readings: simulated" in fleet.log_text()
+    assert "system readings: host" in lone.log_text()
