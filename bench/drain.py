@@ -33,6 +33,7 @@ from bench.harness import (
 from bench.measurement import ResourceSampler, sqlite_count, wait_for_count
 from bench.publishers import preload
 from collector.workers import worker_client_ids
+from rtds.broker import BrokerAddress
 from rtds.testkit import wait_until
 
 COLLECTOR_SCRIPT = "collector/mqtt_collector.py"
@@ -133,39 +134,53 @@ def drain_ours(workdir: Path, messages: int, publishers: int, workers: int = 1) 
     """Our collector (`rtds collector`, or `--workers N` for N processes in one shared group) draining the backlog."""
     workdir = fresh_dir(workdir)
     broker = start_broker(workdir, "broker")
-    settings = bench_settings(workdir, broker, collector_workers=workers)
-    db = Path(settings.sqlite_path)
-    count_query = f"SELECT COUNT(*) {BENCH_ROWS}"
     try:
-        # Run the collector once so its own code creates the sessions, then stop it and queue the backlog.
-        collector = start_service(COLLECTOR_SCRIPT, settings, workdir, "prime")
-        wait_until(
-            lambda: collector.log_text().count("subscribed to") >= workers,
-            30,
-            message=lambda: f"{workers} collector sessions: {collector.log_text()[-2000:]}",
-        )
-        wait_for_collector(broker, db, collector)
-        collector.terminate()
-        published = preload(broker, total=messages, processes=publishers)
-
-        started = time.time()
-        collector = start_service(COLLECTOR_SCRIPT, settings, workdir, "collector")
-        sampler = ResourceSampler([collector.pid], interval_s=0.1).start()
-        # CPU per message is counted from the first stored batch on, leaving out the interpreter's start.
-        wait_until(lambda: sqlite_count(db, count_query) > 0, 60, interval_s=0.01, message="a first write")
-        first_cpu_s, first_rows = _cpu_s(collector.pid), sqlite_count(db, count_query)
-        stored = wait_for_count(
-            db, messages, timeout_s=max(120.0, messages / 1000), interval_s=0.25, stall_s=30.0, query=count_query
-        )
-        cpu_s = _cpu_s(collector.pid) - first_cpu_s
-        usage = sampler.stop()
-        exit_code = collector.terminate()
-        client_ids = worker_client_ids(settings, workers) if workers > 1 else [settings.mqtt_client_id]
-        leftover = sum(drain_leftovers(broker.host, broker.port, client_id) for client_id in client_ids)
-        first_receive, last_write = _span(db)
-        dead = sqlite_count(settings.dead_letter_path, "SELECT COUNT(*) FROM dead_letters")
+        return drain_backlog(workdir, broker, broker, messages, publishers, workers)
     finally:
         broker.kill()
+
+
+def drain_backlog(
+    workdir: Path,
+    collector_broker: BrokerAddress,
+    publisher_broker: BrokerAddress,
+    messages: int,
+    publishers: int,
+    workers: int = 1,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The drain measured on brokers already running: the collector's session on `collector_broker`, the backlog
+    published to `publisher_broker` (the same broker, or another node of the same cluster)."""
+    settings = bench_settings(workdir, collector_broker, collector_workers=workers, **overrides)
+    db = Path(settings.sqlite_path)
+    count_query = f"SELECT COUNT(*) {BENCH_ROWS}"
+    # Run the collector once so its own code creates the sessions, then stop it and queue the backlog.
+    collector = start_service(COLLECTOR_SCRIPT, settings, workdir, "prime")
+    wait_until(
+        lambda: collector.log_text().count("subscribed to") >= workers,
+        30,
+        message=lambda: f"{workers} collector sessions: {collector.log_text()[-2000:]}",
+    )
+    wait_for_collector(collector_broker, db, collector)
+    collector.terminate()
+    published = preload(publisher_broker, total=messages, processes=publishers)
+
+    started = time.time()
+    collector = start_service(COLLECTOR_SCRIPT, settings, workdir, "collector")
+    sampler = ResourceSampler([collector.pid], interval_s=0.1).start()
+    # CPU per message is counted from the first stored batch on, leaving out the interpreter's start.
+    wait_until(lambda: sqlite_count(db, count_query) > 0, 60, interval_s=0.01, message="a first write")
+    first_cpu_s, first_rows = _cpu_s(collector.pid), sqlite_count(db, count_query)
+    stored = wait_for_count(
+        db, messages, timeout_s=max(120.0, messages / 1000), interval_s=0.25, stall_s=30.0, query=count_query
+    )
+    cpu_s = _cpu_s(collector.pid) - first_cpu_s
+    usage = sampler.stop()
+    exit_code = collector.terminate()
+    client_ids = worker_client_ids(settings, workers) if workers > 1 else [settings.mqtt_client_id]
+    leftover = sum(drain_leftovers(collector_broker.host, collector_broker.port, client_id) for client_id in client_ids)
+    first_receive, last_write = _span(db)
+    dead = sqlite_count(settings.dead_letter_path, "SELECT COUNT(*) FROM dead_letters")
     span = last_write - first_receive if stored else 0.0
     return {
         "msgs_per_s": round(stored / span, 1) if span > 0 else None,

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.measurement import sqlite_count
 from bench.publishers import make_payload
-from rtds.broker import MosquittoBroker
+from rtds.broker import BrokerAddress, MosquittoBroker
 from rtds.schema import DATA_SUBSCRIPTIONS, data_topic
 from rtds.settings import Settings, load_settings
 from rtds.testkit import ServiceProcess
@@ -86,7 +86,7 @@ def drain_leftovers(host: str, port: int, client_id: str, *, quiet_s: float = 1.
 # --- services and results ------------------------------------------------------------------
 
 
-def bench_settings(workdir: Path, broker: MosquittoBroker, **overrides: Any) -> Settings:
+def bench_settings(workdir: Path, broker: BrokerAddress, **overrides: Any) -> Settings:
     """Shipped defaults (no .env), pointed at the bench's broker and files under `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     return load_settings(env_file=None, environ={}).with_overrides(
@@ -107,7 +107,7 @@ def start_service(script: str, settings: Settings, workdir: Path, name: str, *ar
     return ServiceProcess([script, *args], settings=settings, log_path=workdir / "logs" / f"{name}.log").start()
 
 
-def wait_for_collector(broker: MosquittoBroker, db: Path | str, process: ServiceProcess, timeout_s: float = 30) -> int:
+def wait_for_collector(broker: BrokerAddress, db: Path | str, process: ServiceProcess, timeout_s: float = 30) -> int:
     """Publish probe messages until one is stored: the collector is subscribed and writing.
 
     Returns the number of probe rows stored, so that counts can leave them out.

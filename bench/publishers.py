@@ -19,7 +19,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rtds.broker import PROJECT_ROOT, MosquittoBroker
+from rtds.broker import PROJECT_ROOT, BrokerAddress
 from rtds.mqtt import set_nodelay
 from rtds.schema import data_topic
 
@@ -214,7 +214,7 @@ def split_plans(host: str, port: int, *, prefix: str, devices: int, processes: i
     return plans
 
 
-def preload(broker: MosquittoBroker, *, total: int, processes: int, prefix: str = "bench_") -> list[PublishResult]:
+def preload(broker: BrokerAddress, *, total: int, processes: int, prefix: str = "bench_") -> list[PublishResult]:
     """Publish `total` messages as fast as possible from several processes (1,000 devices)."""
     plans = split_plans(broker.host, broker.port, prefix=prefix, devices=1000, processes=processes, count=total)
     results = run_publishers(plans)

@@ -40,6 +40,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "report": ("bench.report_scale", "latency report over 1,000,000 points"),
     "poison": ("bench.poison", "half the backlog poison from one device vs all good, drain rates in the same run"),
     "recovery": ("bench.recovery", "store back after an outage -> backlogs of 10,000 and 100,000 stored"),
+    "cluster": ("bench.cluster", "backlog drain through a 3-node NATS cluster vs one NATS node, same run"),
 }
 PACKAGES = ("paho-mqtt", "orjson", "flask-socketio", "python-socketio", "influxdb-client", "flask", "psutil")
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"

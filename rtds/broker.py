@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -100,6 +101,16 @@ def render_config(
     lines.append(f"user {getpass.getuser()}")
     lines.extend(extra_lines)
     return "\n".join(lines) + "\n"
+
+
+class BrokerAddress(Protocol):
+    """Where an MQTT broker listens: a MosquittoBroker, or one node of a cluster (rtds.nats_cluster.NatsNode)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 
 PORT_RETRIES = 2

@@ -29,6 +29,7 @@ FIGURES = {
     "report": ("wall_s", "peak_rss_mb"),
     "recovery": ("2000", "10000"),  # the quick backlogs
     "poison": ("poisoned",),
+    "cluster": ("one_node", "three_nodes"),
 }
 BASELINES = {"drain": ("paho_batched_ack", "paho_auto_ack", "mosquitto_sub", "naive_collector")}
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from collector_harness import Spawn, stored_keys
-from nats_cluster import NatsCluster, NatsNode, find_nats_server
 
 from devices.offline_queue import device_file, read_stats
+from rtds.nats_cluster import NatsCluster, NatsNode, find_nats_server
 from rtds.schema import MEASUREMENT
 from rtds.settings import Settings
 from rtds.testkit import ServiceProcess, isolated_settings, wait_until

@@ -1,4 +1,5 @@
-"""nats-server processes with MQTT and JetStream for the tests: one node, or a cluster of several on loopback.
+"""nats-server processes with MQTT and JetStream for the tests and `rtds bench cluster`: one node, or a cluster
+of several on loopback.
 
 NATS keeps MQTT sessions, subscriptions and QoS 1 messages in JetStream streams, replicated across the
 cluster (`stream_replicas`), so a client whose node dies resumes its persistent session on another node.
