@@ -7,6 +7,9 @@ which would start the feed before the fork):
 
     gunicorn -w 1 --threads 100 -b 0.0.0.0:5000 'dashboard.app:create_app()'
 
+Several such processes (on one host or several) serve one site through DASHBOARD_MESSAGE_QUEUE, a
+Redis they share, behind a proxy with sticky sessions; DEPLOYMENT.md says how (dashboard/group.py).
+
 Create the login password hash with `rtds dashboard --hash-password` and put it in
 DASHBOARD_PASSWORD_HASH next to DASHBOARD_USERNAME and a random FLASK_SECRET_KEY.
 """
@@ -34,11 +37,13 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_socketio import SocketIO, emit
 from limits import parse_many
+from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefused
 from werkzeug.security import generate_password_hash
 
 from dashboard.api import AnyTextConverter, make_api
 from dashboard.auth import check_password_hash_setting, init_auth
+from dashboard.group import REDIS_TIMEOUT_S, FeedGroup
 from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
     init_auth(app, settings, limiter, generations, on_logout=lambda: _disconnect(socketio, signed_in_sockets))
     socketio.init_app(
         app,
+        client_manager=_message_queue(settings),
         async_mode="threading",
         cors_allowed_origins=_cors_origins(settings.dashboard_cors_origins),
         logger=False,
@@ -117,7 +123,14 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         json=OrjsonCodec,
     )
     init_sessions(app, settings)  # after Socket.IO wrapped the app, so that ProxyFix is outermost
-    feed = LiveFeed(store, presence, settings, emit=lambda payload: socketio.emit(LIVE_EVENT, payload))
+    group = (
+        FeedGroup(
+            settings.dashboard_message_queue, settings.dashboard_message_channel, settings.dashboard_push_interval_s
+        )
+        if settings.dashboard_message_queue
+        else None
+    )
+    feed = LiveFeed(store, presence, settings, emit=lambda payload: socketio.emit(LIVE_EVENT, payload), group=group)
 
     api = make_api(store, presence, feed, settings)
     if rate_limits:
@@ -151,6 +164,21 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
     feed.start(socketio.start_background_task, socketio.sleep)
     app.extensions["rtds"] = Dashboard(settings, store, presence, feed, socketio, owns_store, generations)
     return app
+
+
+def _message_queue(settings: Settings) -> RedisManager | None:
+    """python-socketio's Redis manager when DASHBOARD_MESSAGE_QUEUE is set (None: this process alone).
+
+    Built here rather than by Flask-SocketIO's `message_queue=` so that connecting to an unreachable Redis
+    gives up within a second instead of the system's TCP timeout (no read timeout: its listener idles).
+    """
+    if not settings.dashboard_message_queue:
+        return None
+    return RedisManager(
+        settings.dashboard_message_queue,
+        channel=settings.dashboard_message_channel,
+        redis_options={"socket_connect_timeout": REDIS_TIMEOUT_S},
+    )
 
 
 def _random_secret_key() -> str:

@@ -6,6 +6,10 @@ bytes). A second task refreshes the fleet summary every SUMMARY_REFRESH_S (dashb
 larger read never delays a tick; each payload carries the latest figures. A client that connects between ticks gets the last payload at once; if the feed was idle
 (no clients) it is refreshed first, under a lock, so a crowd connecting together costs one query.
 
+With DASHBOARD_MESSAGE_QUEUE, the processes of a group share this work (dashboard.group): only the
+leader reads the store and emits, the message queue brings its payloads to every process's clients,
+and a process that does not lead gives a newly connected client the leader's last payload.
+
 Payload of `latest_data`:
     {"tick": 42, "time": <server Unix s>, "interval_s": 1.0, "offline_after_s": 10.0,
      "store": {"ok": true, "detail": ""},
@@ -28,6 +32,7 @@ from typing import Any
 import orjson
 
 from dashboard.fleet import FleetSummary
+from dashboard.group import FeedGroup
 from dashboard.presence import PresenceTracker, device_state
 from rtds.logs import RateLimitedLog
 from rtds.settings import Settings
@@ -81,8 +86,11 @@ class LiveFeed:
         *,
         clock: Callable[[], float] = time.time,
         summary_refresh_s: float = SUMMARY_REFRESH_S,
+        group: FeedGroup | None = None,
     ) -> None:
         self._store = store
+        self._group = group
+        self._ticking = False
         self._presence = presence
         self._emit = emit
         self._clock = clock
@@ -127,6 +135,10 @@ class LiveFeed:
             self._clients += 1
             self.connections += 1
             self.peak_clients = max(self.peak_clients, self._clients)
+        if self._group is not None and not self._group.leading:
+            shared = self._shared_payload(max_age_s=self.interval_s)
+            if shared is not None:
+                return shared
         return self.refresh(max_age_s=self.interval_s)
 
     def client_disconnected(self) -> None:
@@ -156,6 +168,18 @@ class LiveFeed:
             self.max_refresh_ms = max(self.max_refresh_ms, self.last_refresh_ms)
             return payload
 
+    def _shared_payload(self, max_age_s: float) -> dict[str, Any] | None:
+        """The group leader's last payload (kept for `max_age_s`, so a crowd connecting together costs one GET)."""
+        with self._refresh_lock:
+            if self.snapshot is not None and time.monotonic() - self._snapshot_at < max_age_s:
+                return self.snapshot
+            assert self._group is not None
+            shared = self._group.last_payload()
+            if shared is not None:
+                self.snapshot = shared
+                self._snapshot_at = time.monotonic()
+            return shared
+
     def _payload(self, rows: list[dict[str, Any]], now: float, store_status: dict[str, Any]) -> dict[str, Any]:
         statuses = self._presence.snapshot() if self._presence is not None else {}
         devices = []
@@ -173,7 +197,7 @@ class LiveFeed:
             devices.append(entry)
         self.ticks += 1
         return {
-            "tick": self.ticks,
+            "tick": self.ticks if self._group is None else self._group.next_tick(fallback=self.ticks),
             "time": now,
             "interval_s": self.interval_s,
             "offline_after_s": self.offline_after_s,
@@ -194,7 +218,7 @@ class LiveFeed:
         """Refreshes the fleet summary off the tick's path, so its bigger read never delays an emit."""
         while not self._stopping.is_set():
             now = self._clock()
-            if self._clients > 0 and now - self._summary_at >= self._summary_refresh_s:
+            if self._ticking and now - self._summary_at >= self._summary_refresh_s:
                 self._summary_at = now
                 try:
                     self._summary.refresh(self._store, now)
@@ -205,16 +229,27 @@ class LiveFeed:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._group is not None:
+            self._group.close()
+
+    def _should_tick(self) -> bool:
+        """Alone: while anyone is connected. In a group: when this process leads and anyone in the group watches."""
+        if self._group is None:
+            return self._clients > 0
+        return self._group.should_tick(self._clients)
 
     def _run(self) -> None:
         next_at = time.monotonic()
         while not self._stopping.is_set():
             self.loops += 1
-            if self._clients > 0:
+            self._ticking = self._should_tick()
+            if self._ticking:
                 started = time.monotonic()
                 self._lateness_ms.append(max(0.0, started - next_at) * 1000.0)
                 try:
                     payload = self.refresh()
+                    if self._group is not None:
+                        self._group.share(payload)
                     emitting = time.monotonic()
                     self._emit(payload)
                     self._emit_ms.append((time.monotonic() - emitting) * 1000.0)
@@ -244,6 +279,7 @@ class LiveFeed:
             "max_refresh_ms": round(self.max_refresh_ms, 2),
             "tick_lateness_p95_ms": _p95(self._lateness_ms),
             "emit_p95_ms": _p95(self._emit_ms),
+            "group": None if self._group is None else self._group.stats(),
         }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -23,6 +24,8 @@ STORE_NAMES = ("sqlite", "influxdb")
 DEVICE_TOPIC_MODES = ("primary", "both")
 DEVICE_SYSTEM_METRICS_MODES = ("auto", "host", "simulated")
 DURATION_PATTERN = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+REDIS_SCHEMES = ("redis", "rediss")
+CHANNEL_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -102,6 +105,24 @@ def parse_broker_list(text: str) -> list[tuple[str, int]]:
             raise ValueError(f"{part!r} is not host:port; list further brokers as host:port, comma-separated")
         brokers.append((host.strip("[]"), int(port)))
     return brokers
+
+
+def _message_queue(text: str) -> str:
+    """'' (one dashboard process) or a Redis URL, the only queue the dashboard group speaks."""
+    value = text.strip()
+    if value and (urlsplit(value).scheme not in REDIS_SCHEMES or not urlsplit(value).hostname):
+        raise ValueError(
+            f"{value!r} is not a Redis URL; use redis://host:6379/0 (rediss:// for TLS), "
+            "or leave it empty for one dashboard process"
+        )
+    return value
+
+
+def _channel_name(text: str) -> str:
+    value = text.strip()
+    if not CHANNEL_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a channel name; use 1-64 letters, digits and . _ : -")
+    return value
 
 
 def _duration(text: str) -> str:
@@ -185,6 +206,10 @@ class Settings:
     dashboard_trusted_proxies: int = 0
     # Where logout records that earlier sessions are over (shared by the dashboard processes of one host).
     dashboard_session_path: str = "data/dashboard_sessions.db"
+    # Several dashboard processes (DEPLOYMENT.md): a Redis URL shared by all of them; empty = one process.
+    dashboard_message_queue: str = ""
+    # The Redis channel and key prefix of one group of dashboard processes (one per group on a shared Redis).
+    dashboard_message_channel: str = "rtds-dashboard"
 
     # Monitoring
     latency_retention_duration: str = "10m"
@@ -245,6 +270,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "dashboard_push_interval_s": _positive_float,
     "dashboard_secure_cookie": _choice("auto", "always", "never"),
     "dashboard_trusted_proxies": _non_negative_int,
+    "dashboard_message_queue": _message_queue,
+    "dashboard_message_channel": _channel_name,
     "latency_retention_duration": _duration,
     "latency_collect_interval": _positive_int,
     "latency_target_p95_ms": _positive_float,

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import socketio
 from flask import Flask
 from influxdb_fake import FakeInfluxDB
 
@@ -260,6 +261,41 @@ def http_json(url: str, opener: urllib.request.OpenerDirector | None = None) -> 
 def session_opener() -> tuple[urllib.request.OpenerDirector, http.cookiejar.CookieJar]:
     jar = http.cookiejar.CookieJar()
     return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)), jar
+
+
+# --- Socket.IO clients ---------------------------------------------------------------------
+
+
+class EventLog:
+    """A python-socketio client that records every `latest_data` with its arrival time."""
+
+    def __init__(self, **client_options: Any) -> None:
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.connected_at: float | None = None
+        self._lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False, **client_options)
+        self.client.on("latest_data", self._on_data)
+
+    def _on_data(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append((time.monotonic(), payload))
+
+    def connect(self, url: str, **options: Any) -> EventLog:
+        self.connected_at = time.monotonic()
+        self.client.connect(url, transports=["websocket"], wait_timeout=10, **options)
+        return self
+
+    def snapshot(self) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            return list(self.events)
+
+    def close(self) -> None:
+        # Werkzeug's server never answers websocket-client's close frame, which then waits 3 s for it;
+        # dropping the socket first ends the wait (gunicorn answers, see the gunicorn test).
+        websocket = getattr(self.client.eio, "ws", None)
+        if websocket is not None:
+            websocket.abort()
+        self.client.disconnect()
 
 
 # --- headless Chromium -----------------------------------------------------------------------

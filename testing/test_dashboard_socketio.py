@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import socketio
 from dashboard_fixtures import (
     INFLUX_TOKEN,
     CallRecordingStore,
+    EventLog,
     StoreFeeder,
     http_json,
     http_status,
@@ -39,38 +39,6 @@ from rtds.testkit import ServiceProcess, wait_until
 __all__ = ["make_app"]  # fixtures used by name
 
 DEVICES = [f"vehicle_{i:02d}" for i in range(1, 6)]
-
-
-class EventLog:
-    """A python-socketio client that records every `latest_data` with its arrival time."""
-
-    def __init__(self, **client_options: Any) -> None:
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self.connected_at: float | None = None
-        self._lock = threading.Lock()
-        self.client = socketio.Client(reconnection=False, **client_options)
-        self.client.on("latest_data", self._on_data)
-
-    def _on_data(self, payload: dict[str, Any]) -> None:
-        with self._lock:
-            self.events.append((time.monotonic(), payload))
-
-    def connect(self, url: str, **options: Any) -> EventLog:
-        self.connected_at = time.monotonic()
-        self.client.connect(url, transports=["websocket"], wait_timeout=10, **options)
-        return self
-
-    def snapshot(self) -> list[tuple[float, dict[str, Any]]]:
-        with self._lock:
-            return list(self.events)
-
-    def close(self) -> None:
-        # Werkzeug's server never answers websocket-client's close frame, which then waits 3 s for it;
-        # dropping the socket first ends the wait (gunicorn answers, see the gunicorn test).
-        websocket = getattr(self.client.eio, "ws", None)
-        if websocket is not None:
-            websocket.abort()
-        self.client.disconnect()
 
 
 def backfill(store: SQLiteStore, seconds: int, latency_s: float = 0.3) -> None:
