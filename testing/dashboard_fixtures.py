@@ -269,20 +269,21 @@ def session_opener() -> tuple[urllib.request.OpenerDirector, http.cookiejar.Cook
 class EventLog:
     """A python-socketio client that records every `latest_data` with its arrival time."""
 
-    def __init__(self, **client_options: Any) -> None:
+    def __init__(self, *, reconnection: bool = False, **client_options: Any) -> None:
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.connected_at: float | None = None
         self._lock = threading.Lock()
-        self.client = socketio.Client(reconnection=False, **client_options)
+        self.client = socketio.Client(reconnection=reconnection, **client_options)
         self.client.on("latest_data", self._on_data)
 
     def _on_data(self, payload: dict[str, Any]) -> None:
         with self._lock:
             self.events.append((time.monotonic(), payload))
 
-    def connect(self, url: str, **options: Any) -> EventLog:
+    def connect(self, url: str, *, transports: Sequence[str] = ("websocket",), **options: Any) -> EventLog:
+        """WebSocket only unless told (a browser starts with HTTP long-polling, then upgrades)."""
         self.connected_at = time.monotonic()
-        self.client.connect(url, transports=["websocket"], wait_timeout=10, **options)
+        self.client.connect(url, transports=list(transports), wait_timeout=10, **options)
         return self
 
     def snapshot(self) -> list[tuple[float, dict[str, Any]]]:

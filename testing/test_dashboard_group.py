@@ -9,9 +9,12 @@ reconnecting to the survivor as a load balancer would send them, go on receiving
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ import redis
 from dashboard_fixtures import DashboardProcess, EventLog, StoreFeeder, http_json, start_dashboard
 
 from dashboard.group import LEADER_TTL_MIN_S
+from rtds.broker import PROJECT_ROOT, free_port, port_open
 from rtds.settings import Settings
 from rtds.store.sqlite import SQLiteStore
 from rtds.testkit import ServiceProcess, wait_until
@@ -27,6 +31,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 DEVICES = [f"vehicle_{i:02d}" for i in range(1, 4)]
 PUSH_INTERVAL_S = 0.5
 CLIENTS_PER_PROCESS = 3
+SHIPPED_NGINX = PROJECT_ROOT / "cloudflare" / "nginx" / "rtds-dashboard.conf"
+SHIPPED_UPSTREAM_PORTS = (5010, 5011)
 
 
 @pytest.fixture
@@ -66,15 +72,40 @@ def ticks(log: EventLog, *, since: float = 0.0) -> list[int]:
     return [payload["tick"] for at, payload in log.snapshot() if at >= since]
 
 
+def start_leader_and_follower(
+    spawn: Callable[..., ServiceProcess], settings: Settings
+) -> tuple[DashboardProcess, DashboardProcess]:
+    """Dashboard A, which takes the leader lock, then dashboard B, which follows."""
+    first = start_dashboard(spawn, settings, name="dashboard-a")
+    wait_until(lambda: role(first) == "leader", 10, message=lambda: f"dashboard A leads: {live_stats(first)}")
+    second = start_dashboard(spawn, settings, name="dashboard-b")
+    wait_until(lambda: role(second) == "follower", 10, message=lambda: f"dashboard B follows: {live_stats(second)}")
+    return first, second
+
+
+def assert_same_ticks(logs: list[EventLog], *, since: float) -> int:
+    """Every client got the same ticks (the same payloads) since `since`, each once and in order; their number."""
+    seen = [ticks(log, since=since) for log in logs]
+    low = max(each[0] for each in seen)
+    high = min(each[-1] for each in seen)
+    windows = [[tick for tick in each if low <= tick <= high] for each in seen]
+    assert len(windows[0]) >= 3 and all(window == windows[0] for window in windows), windows
+    assert windows[0] == sorted(set(windows[0])), "each tick once, in order"
+    payloads: dict[int, dict[str, Any]] = {}
+    for log in logs:
+        for _, payload in log.snapshot():
+            if low <= payload["tick"] <= high:
+                assert payload == payloads.setdefault(payload["tick"], payload), "one payload per tick everywhere"
+                assert {device["device_id"] for device in payload["devices"]} == set(DEVICES)
+    return len(windows[0])
+
+
 def test_two_processes_share_one_feed_and_the_survivor_takes_over(
     group_settings: Settings, spawn: Callable[..., ServiceProcess]
 ) -> None:
     store = SQLiteStore(group_settings.sqlite_path)
     feeder = StoreFeeder(store, DEVICES).start()
-    first = start_dashboard(spawn, group_settings, name="dashboard-a")
-    wait_until(lambda: role(first) == "leader", 10, message=lambda: f"dashboard A leads: {live_stats(first)}")
-    second = start_dashboard(spawn, group_settings, name="dashboard-b")
-    wait_until(lambda: role(second) == "follower", 10, message=lambda: f"dashboard B follows: {live_stats(second)}")
+    first, second = start_leader_and_follower(spawn, group_settings)
     logs_a = [EventLog().connect(first.url) for _ in range(CLIENTS_PER_PROCESS)]
     logs_b = [EventLog().connect(second.url) for _ in range(CLIENTS_PER_PROCESS)]
     everyone = logs_a + logs_b
@@ -90,22 +121,8 @@ def test_two_processes_share_one_feed_and_the_survivor_takes_over(
         wait_until(lambda: min(len(ticks(log, since=window_start)) for log in everyone) >= 6, 15)
         reads_a_after, reads_b_after = live_stats(first)["ticks"], live_stats(second)["ticks"]
         assert reads_b_after == reads_b, "the follower read the store"
-        shared = [ticks(log, since=window_start) for log in everyone]
-        low = max(seen[0] for seen in shared)
-        high = min(seen[-1] for seen in shared)
-        windows = [[tick for tick in seen if low <= tick <= high] for seen in shared]
-        assert len(windows[0]) >= 4 and all(window == windows[0] for window in windows), windows
-        assert windows[0] == sorted(set(windows[0])), "each tick once, in order"
-        assert reads_a_after - reads_a >= len(windows[0]), "the leader built the ticks everyone received"
-        payloads = {}
-        for log in everyone:
-            for _, payload in log.snapshot():
-                if low <= payload["tick"] <= high:
-                    payloads.setdefault(payload["tick"], payload)
-                    assert payload == payloads[payload["tick"]], "one payload per tick, the same on both sides"
-        assert all(
-            {device["device_id"] for device in payload["devices"]} == set(DEVICES) for payload in payloads.values()
-        )
+        tick_count = assert_same_ticks(everyone, since=window_start)
+        assert reads_a_after - reads_a >= tick_count, "the leader built the ticks everyone received"
 
         # kill -9 the leader: the other takes over within the lock's TTL and its clients go on receiving.
         last_tick = max(max(ticks(log)) for log in everyone)
@@ -139,3 +156,91 @@ def test_two_processes_share_one_feed_and_the_survivor_takes_over(
         store.close()
     # The survivor is now the only process reading the store; its own log says it took over.
     assert "this dashboard process reads the store for the group" in second.process.log_text()
+
+
+# --- behind the shipped nginx config -------------------------------------------------------------
+
+
+@pytest.fixture
+def start_nginx(tmp_path: Path) -> Iterator[Callable[[list[int]], str]]:
+    """The shipped cloudflare/nginx/rtds-dashboard.conf, on a free port in front of the given dashboard ports."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is missing; install it with: apt-get install -y nginx-light (as .ci/run does)")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(upstream_ports: list[int]) -> str:
+        site = SHIPPED_NGINX.read_text()
+        for shipped, port in zip(SHIPPED_UPSTREAM_PORTS, upstream_ports, strict=True):
+            assert f"server 127.0.0.1:{shipped} " in site
+            site = site.replace(f"server 127.0.0.1:{shipped} ", f"server 127.0.0.1:{port} ")
+        port = free_port()
+        assert "listen 127.0.0.1:5000;" in site
+        site = site.replace("listen 127.0.0.1:5000;", f"listen 127.0.0.1:{port};")
+        prefix = tmp_path / "nginx"
+        prefix.mkdir(exist_ok=True)
+        (prefix / "site.conf").write_text(site)
+        (prefix / "nginx.conf").write_text(
+            f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\nevents {{}}\n"
+            f"http {{\n    access_log off;\n    include {prefix}/site.conf;\n}}\n"
+        )
+        command = [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+        checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30, check=False)
+        assert checked.returncode == 0, checked.stderr
+        process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE)
+        processes.append(process)
+        wait_until(lambda: port_open("127.0.0.1", port) or process.poll() is not None, 10, message="nginx listening")
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_behind_the_shipped_nginx_sessions_stick_and_move_to_the_survivor(
+    group_settings: Settings, spawn: Callable[..., ServiceProcess], start_nginx: Callable[[list[int]], str]
+) -> None:
+    """Browsers' way: long-polling first, then the WebSocket upgrade, each session sticking to its process.
+    Clients come from several addresses (CF-Connecting-IP, as cloudflared sends it), so both processes have some."""
+    store = SQLiteStore(group_settings.sqlite_path)
+    feeder = StoreFeeder(store, DEVICES).start()
+    first, second = start_leader_and_follower(spawn, group_settings)
+    site = start_nginx([first.port, second.port])
+    logs: list[EventLog] = []
+    try:
+        for index in range(40):
+            log = EventLog(reconnection=True)
+            log.connect(site, transports=("polling", "websocket"), headers={"CF-Connecting-IP": f"203.0.113.{index}"})
+            logs.append(log)
+            wait_until(lambda: live_stats(first)["clients"] + live_stats(second)["clients"] == len(logs), 5)
+            if len(logs) >= 6 and min(live_stats(first)["clients"], live_stats(second)["clients"]) >= 2:
+                break
+        on_first = live_stats(first)["clients"]
+        assert min(on_first, live_stats(second)["clients"]) >= 2, "the address hash spreads clients over both"
+        wait_until(lambda: all(log.client.transport() == "websocket" for log in logs), 10, message="upgraded")
+        window_start = time.monotonic()
+        wait_until(lambda: min(len(ticks(log, since=window_start)) for log in logs) >= 4, 15)
+        assert_same_ticks(logs, since=window_start)
+
+        # kill -9 the leader: its clients reconnect through nginx, which sends them to the survivor.
+        last_tick = max(max(ticks(log)) for log in logs)
+        first.process.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: live_stats(second)["clients"] == len(logs), 20, message=lambda: str(live_stats(second)))
+        for log in logs:
+            wait_until(lambda log=log: len(ticks(log, since=killed_at)) >= 3, 15)
+            assert min(ticks(log, since=killed_at)) > last_tick - 1, "the group's ticks go on"
+        assert role(second) == "leader"
+        moved_at = time.monotonic()
+        wait_until(lambda: min(len(ticks(log, since=moved_at)) for log in logs) >= 3, 15)
+        assert_same_ticks(logs, since=moved_at)
+    finally:
+        for log in logs:
+            log.client.reconnection = False
+            if log.client.connected:
+                log.close()
+        feeder.stop()
+        store.close()
+    assert on_first >= 2

@@ -40,6 +40,7 @@ COMPOSE_FILE = PROJECT_ROOT / "docker" / "docker-compose.yml"
 TELEGRAF_COMPOSE_FILE = PROJECT_ROOT / "docker" / "docker-compose.with-telegraf.yml"
 COMPOSE_ENV_EXAMPLE = PROJECT_ROOT / "docker" / ".env.compose.example"
 CLOUDFLARE_DIR = PROJECT_ROOT / "cloudflare"
+NGINX_CONFIG = CLOUDFLARE_DIR / "nginx" / "rtds-dashboard.conf"
 TYPE_NAMES = {float: "float", int: "int", bool: "bool"}
 # The Python collector's own clock readings, which Telegraf cannot record (see telegraf.conf's header).
 COLLECTOR_ONLY_FIELDS = {"collector_receive_time", "write_time"}
@@ -349,6 +350,41 @@ def test_the_systemd_units_parse_and_run_what_the_guide_says() -> None:
     assert "-w 1 --threads 100 -b 127.0.0.1:5000 'dashboard.app:create_app()'" in commands["rtds-dashboard.service"]
     assert commands["rtds-collector.service"].endswith("collector/mqtt_collector.py")
     assert "access tcp" in commands["cloudflared-mqtt-access.service"]
+
+
+def test_the_nginx_config_sticks_sessions_upgrades_websockets_and_matches_the_dashboard_units(
+    tmp_path: Path,
+) -> None:
+    """cloudflare/nginx/rtds-dashboard.conf (testing/test_dashboard_group.py runs it in front of two dashboards)."""
+    text = NGINX_CONFIG.read_text()
+    directives = [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    assert "hash $rtds_client consistent;" in directives, "sticky sessions: long-polling must reach one process"
+    assert "default $http_cf_connecting_ip;" in directives, "behind cloudflared the browser's address is in a header"
+    for needed in (
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $rtds_connection;",
+        "proxy_set_header Host $http_host;",
+    ):
+        assert needed in directives, needed
+    listens = [line for line in directives if line.startswith("listen ")]
+    assert listens == ["listen 127.0.0.1:5000;"], "nginx takes the tunnel's port, on localhost only"
+    upstream_ports = re.findall(r"^server 127\.0\.0\.1:(\d+) ", "\n".join(directives), re.MULTILINE)
+    assert len(upstream_ports) >= 2
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(CLOUDFLARE_DIR / "systemd" / "rtds-dashboard@.service")
+    assert "-b 127.0.0.1:%i 'dashboard.app:create_app()'" in unit["Service"]["ExecStart"]
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is missing; install it with: apt-get install -y nginx-light (as .ci/run does)")
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{ include {NGINX_CONFIG}; }}\n"
+    )
+    checked = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 # --- No committed secrets --------------------------------------------------------------------------
