@@ -42,12 +42,12 @@ from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefuse
 from werkzeug.security import generate_password_hash
 
 from dashboard.api import AnyTextConverter, make_api
-from dashboard.auth import check_password_hash_setting, init_auth
+from dashboard.auth import check_password_hash_setting, init_auth, session_user_id
 from dashboard.group import REDIS_TIMEOUT_S, FeedGroup
 from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
-from dashboard.sessions import SessionGenerations, init_sessions
+from dashboard.sessions import Generations, OpenSockets, init_sessions, open_generations
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
@@ -71,13 +71,16 @@ class Dashboard:
     feed: LiveFeed
     socketio: SocketIO
     owns_store: bool
-    generations: SessionGenerations | None = None
+    generations: Generations | None = None
+    sockets: OpenSockets | None = None
 
     def close(self) -> None:
         self.feed.stop()
         self.presence.stop()
         if self.owns_store:
             self.store.close()
+        if self.sockets is not None:
+            self.sockets.stop()
         if self.generations is not None:
             self.generations.close()
 
@@ -110,9 +113,16 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
     store = store if store is not None else open_store(settings)
     presence = PresenceTracker(settings)
     socketio = SocketIO()
-    generations = SessionGenerations(settings.dashboard_session_path) if settings.login_enabled else None
-    signed_in_sockets: set[str] = set()
-    init_auth(app, settings, limiter, generations, on_logout=lambda: _disconnect(socketio, signed_in_sockets))
+    generations = open_generations(settings) if settings.login_enabled else None
+    sockets = (
+        OpenSockets(
+            expected_id=lambda: session_user_id(settings, generations.current(settings.dashboard_username)),
+            disconnect=lambda sid: socketio.server.disconnect(sid, namespace="/"),
+        )
+        if generations is not None
+        else None
+    )
+    init_auth(app, settings, limiter, generations, on_logout=sockets.close_all if sockets else lambda: None)
     socketio.init_app(
         app,
         client_manager=_message_queue(settings),
@@ -151,18 +161,22 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         if settings.login_enabled:
             if not current_user.is_authenticated:
                 raise SocketConnectionRefused("login required; sign in at /login")
-            signed_in_sockets.add(request.sid)  # type: ignore[attr-defined]
+            assert sockets is not None
+            sockets.opened(request.sid, current_user.get_id())  # type: ignore[attr-defined]
         emit(LIVE_EVENT, feed.client_connected())
 
     @socketio.on("disconnect")
     def on_disconnect(*_: Any) -> None:
-        signed_in_sockets.discard(request.sid)  # type: ignore[attr-defined]
+        if sockets is not None:
+            sockets.closed(request.sid)  # type: ignore[attr-defined]
         feed.client_disconnected()
 
     # Threads start last, so a setting refused above leaves nothing running.
     presence.start()
     feed.start(socketio.start_background_task, socketio.sleep)
-    app.extensions["rtds"] = Dashboard(settings, store, presence, feed, socketio, owns_store, generations)
+    if sockets is not None:
+        socketio.start_background_task(sockets.run, socketio.sleep, settings.dashboard_push_interval_s)
+    app.extensions["rtds"] = Dashboard(settings, store, presence, feed, socketio, owns_store, generations, sockets)
     return app
 
 
@@ -187,13 +201,6 @@ def _random_secret_key() -> str:
         "dashboard restarts (login needs a fixed key: set FLASK_SECRET_KEY)"
     )
     return secrets.token_urlsafe(32)
-
-
-def _disconnect(socketio: SocketIO, sids: set[str]) -> None:
-    """Logout ended every session: close the Socket.IO connections they opened, in this process."""
-    for sid in list(sids):
-        socketio.server.disconnect(sid, namespace="/")
-    sids.clear()
 
 
 def _checked_rate_limit(text: str) -> bool:

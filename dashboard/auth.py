@@ -25,7 +25,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from dashboard.security import error_response
-from dashboard.sessions import SessionGenerations
+from dashboard.sessions import Generations
 from rtds.errors import ConfigError
 from rtds.settings import Settings
 
@@ -57,7 +57,7 @@ def check_password_hash_setting(settings: Settings) -> None:
         )
 
 
-def session_user_id(settings: Settings, generation: int) -> str:
+def session_user_id(settings: Settings, generation: str) -> str:
     fingerprint = hashlib.sha256(settings.dashboard_password_hash.encode()).hexdigest()[:16]
     return f"{settings.dashboard_username}:{fingerprint}:{generation}"
 
@@ -66,7 +66,7 @@ def init_auth(
     app: Flask,
     settings: Settings,
     limiter: Limiter,
-    generations: SessionGenerations | None,
+    generations: Generations | None,
     on_logout: Callable[[], None] = lambda: None,
 ) -> None:
     """Login for the one account; `generations` (None when login is off) ends sessions at logout."""

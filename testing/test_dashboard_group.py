@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ from typing import Any
 
 import pytest
 import redis
+import socketio
 from dashboard_fixtures import DashboardProcess, EventLog, StoreFeeder, http_json, start_dashboard
+from test_dashboard_sessions import csrf_token, request, sign_in, socket_client, with_login
 
 from dashboard.group import LEADER_TTL_MIN_S
 from rtds.broker import PROJECT_ROOT, free_port, port_open
@@ -33,6 +36,7 @@ PUSH_INTERVAL_S = 0.5
 CLIENTS_PER_PROCESS = 3
 SHIPPED_NGINX = PROJECT_ROOT / "cloudflare" / "nginx" / "rtds-dashboard.conf"
 SHIPPED_UPSTREAM_PORTS = (5010, 5011)
+LEADER_LOG_LINE = "this dashboard process reads the store for the group"
 
 
 @pytest.fixture
@@ -73,13 +77,14 @@ def ticks(log: EventLog, *, since: float = 0.0) -> list[int]:
 
 
 def start_leader_and_follower(
-    spawn: Callable[..., ServiceProcess], settings: Settings
+    spawn: Callable[..., ServiceProcess], settings: Settings, second_settings: Settings | None = None
 ) -> tuple[DashboardProcess, DashboardProcess]:
-    """Dashboard A, which takes the leader lock, then dashboard B, which follows."""
+    """Dashboard A, which takes the leader lock, then dashboard B (`second_settings` if given), which follows."""
     first = start_dashboard(spawn, settings, name="dashboard-a")
-    wait_until(lambda: role(first) == "leader", 10, message=lambda: f"dashboard A leads: {live_stats(first)}")
-    second = start_dashboard(spawn, settings, name="dashboard-b")
-    wait_until(lambda: role(second) == "follower", 10, message=lambda: f"dashboard B follows: {live_stats(second)}")
+    wait_until(lambda: LEADER_LOG_LINE in first.process.log_text(), 10, message="dashboard A leads")
+    second = start_dashboard(spawn, second_settings or settings, name="dashboard-b")
+    if not settings.login_enabled:  # with login on, /api/health tells anonymous callers only the status
+        wait_until(lambda: role(second) == "follower", 10, message=lambda: f"B follows: {live_stats(second)}")
     return first, second
 
 
@@ -155,7 +160,7 @@ def test_two_processes_share_one_feed_and_the_survivor_takes_over(
         feeder.stop()
         store.close()
     # The survivor is now the only process reading the store; its own log says it took over.
-    assert "this dashboard process reads the store for the group" in second.process.log_text()
+    assert LEADER_LOG_LINE in second.process.log_text()
 
 
 # --- behind the shipped nginx config -------------------------------------------------------------
@@ -244,3 +249,50 @@ def test_behind_the_shipped_nginx_sessions_stick_and_move_to_the_survivor(
         feeder.stop()
         store.close()
     assert on_first >= 2
+
+
+# --- login across the group ----------------------------------------------------------------------
+
+
+def test_a_session_works_in_every_process_and_logout_in_one_ends_it_in_all(
+    group_settings: Settings, spawn: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """As on two hosts: each process has its own DASHBOARD_SESSION_PATH, so only Redis carries the logout."""
+    store = SQLiteStore(group_settings.sqlite_path)
+    feeder = StoreFeeder(store, DEVICES).start()
+    secured = with_login(group_settings)
+    first, second = start_leader_and_follower(
+        spawn,
+        secured.with_overrides(dashboard_session_path=str(tmp_path / "host-a" / "sessions.db")),
+        secured.with_overrides(dashboard_session_path=str(tmp_path / "host-b" / "sessions.db")),
+    )
+    cookie, _ = sign_in(first)
+    clients: list[socketio.Client] = []
+    try:
+        assert request(second, "GET", "/api/devices/status", cookie=cookie).status == 200, "signed in at A, valid at B"
+        on_first, received_first = socket_client(first, cookie)
+        on_second, received_second = socket_client(second, cookie)
+        clients += [on_first, on_second]
+        wait_until(lambda: len(received_first) >= 2 and len(received_second) >= 2, 10, message="both receive")
+        closed_first, closed_second = threading.Event(), threading.Event()
+        on_first.on("disconnect", closed_first.set)
+        on_second.on("disconnect", closed_second.set)
+
+        page = request(second, "GET", "/", cookie=cookie)
+        logged_out = request(second, "POST", "/logout", cookie=cookie, form={"csrf_token": csrf_token(page.body)})
+        assert logged_out.status == 302, logged_out
+        wait_until(closed_second.is_set, 5, message="logout closes the session's socket in its own process")
+        wait_until(closed_first.is_set, 5, message="... and, within a push interval, in the other process")
+        for dashboard in (first, second):
+            replayed = request(dashboard, "GET", "/api/devices/status", cookie=cookie)
+            assert replayed.status == 401, (dashboard.url, replayed)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                clients.append(socket_client(dashboard, cookie)[0])
+        again, _ = sign_in(second)
+        assert request(first, "GET", "/api/devices/status", cookie=again).status == 200, "a new login works everywhere"
+    finally:
+        for client in clients:
+            if client.connected:
+                client.disconnect()
+        feeder.stop()
+        store.close()
