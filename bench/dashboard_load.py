@@ -1,4 +1,5 @@
-"""Scenario 4, dashboard: many devices in the store, many Socket.IO clients, one server process.
+"""Scenario 4, dashboard: many devices in the store, many Socket.IO clients, one server process
+(and `compare_processes`: the same clients on 1 process, then on 2 sharing their feed through Redis).
 
 The store gets every device's latest row up front, and a writer thread in the bench process
 writes a new row for every device each second (as a fleet at 1 msg/s would). The dashboard runs
@@ -23,25 +24,33 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
-from bench.harness import bench_settings, fresh_dir, start_broker, start_service, target
+from bench.harness import bench_settings, fresh_dir, ratio, start_broker, start_service, target
 from bench.measurement import ResourceSampler, percentile
 from bench.publishers import device_ids, make_payload
+from dashboard.group import redis_client
 from dashboard.live import OrjsonCodec
 from rtds.broker import PROJECT_ROOT, free_port, port_open
 from rtds.schema import data_topic, parse_message
+from rtds.settings import Settings
 from rtds.store.sqlite import SQLiteStore
-from rtds.testkit import wait_until
+from rtds.testkit import ServiceProcess, wait_until
 
 DASHBOARD_SCRIPT = "dashboard/app.py"
 LIVE_EVENT = "latest_data"
 FULL = {"devices": 1_000, "clients": 50, "client_processes": 5, "duration_s": 60.0}
 QUICK = {"devices": 100, "clients": 5, "client_processes": 1, "duration_s": 6.0}
+# compare_processes(): the same load on 1 process, then on 2 (an even number of client processes splits evenly).
+COMPARE_FULL = {"devices": 1_000, "clients": 50, "client_processes": 4, "duration_s": 30.0}
+COMPARE_QUICK = {"devices": 100, "clients": 10, "client_processes": 2, "duration_s": 6.0}
+REDIS_URL = "redis://127.0.0.1:6379/0"
 WARMUP_S = 2.0
 TARGET_JITTER_P95_MS = 100.0
 TARGET_CPU_SHARE = 0.5
@@ -88,23 +97,87 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     params: dict[str, Any] = dict(QUICK if quick else FULL)
     workdir = fresh_dir(workdir)
     broker = start_broker(workdir, "broker")
-    settings = bench_settings(workdir, broker, flask_port=free_port(), dashboard_push_interval_s=1.0)
+    settings = bench_settings(workdir, broker, dashboard_push_interval_s=1.0)
     params.update({"push_interval_s": settings.dashboard_push_interval_s, "transport": "websocket"})
-    writer = FleetWriter(settings.sqlite_path, device_ids("dash_", params["devices"]))
-    dashboard = start_service(DASHBOARD_SCRIPT, settings, workdir, "dashboard")
     try:
-        wait_until(
-            lambda: port_open(settings.flask_host, settings.flask_port) or not dashboard.running(),
-            30,
-            message="the dashboard to listen",
-        )
-        if not dashboard.running():
-            raise RuntimeError(f"the dashboard exited: {dashboard.log_text()[-2000:]}")
+        figures = _measure(workdir, settings, params, dashboards=1)
+    finally:
+        broker.kill()
+    targets = _targets(figures)
+    rows = [_row(f"dashboard {params['devices']:,} devices x {params['clients']} clients", figures, targets)]
+    return {"parameters": params, "figures": figures, "baselines": {}, "ratios": {}, "targets": targets, "rows": rows}
+
+
+def compare_processes(workdir: Path, *, quick: bool) -> dict[str, Any]:
+    """The same clients served by 1 dashboard process, then by 2 sharing their feed through Redis (half on each).
+
+    Both runs use the same store, devices and client processes, one after the other in this call. The 2-process
+    figures: jitter over every client of both, CPU of both processes together, the leader's tick start and emit.
+    """
+    params: dict[str, Any] = dict(COMPARE_QUICK if quick else COMPARE_FULL)
+    workdir = fresh_dir(workdir)
+    broker = start_broker(workdir, "broker")
+    channel = f"rtds-bench-{uuid.uuid4().hex[:12]}"
+    settings = bench_settings(workdir, broker, dashboard_push_interval_s=1.0)
+    params.update(
+        {"push_interval_s": settings.dashboard_push_interval_s, "transport": "websocket", "message_queue": REDIS_URL}
+    )
+    _check_redis(REDIS_URL)
+    grouped = settings.with_overrides(dashboard_message_queue=REDIS_URL, dashboard_message_channel=channel)
+    try:
+        one = _measure(workdir / "one", settings, params, dashboards=1)
+        two = _measure(workdir / "two", grouped, params, dashboards=2)
+    finally:
+        broker.kill()
+        _forget_channel(REDIS_URL, channel)
+    ratios = {
+        "jitter_p95_2_vs_1": ratio(two["jitter_p95_ms"], one["jitter_p95_ms"]),
+        "delivery_delay_p95_2_vs_1": ratio(two["delivery_delay_p95_ms"], one["delivery_delay_p95_ms"]),
+        "server_cpu_2_vs_1": ratio(two["server"]["cpu_share_of_one_core"], one["server"]["cpu_share_of_one_core"]),
+    }
+    targets_one, targets_two = _targets(one), _targets(two)
+    size = f"{params['devices']:,} devices x {params['clients']} clients"
+    rows = [
+        _row(f"dashboard 1 process, {size}", one, targets_one),
+        _row(f"dashboard 2 processes through Redis, {size} (half on each)", two, targets_two),
+    ]
+    rows[1]["ratios"] = (
+        f"jitter P95 {_times(ratios['jitter_p95_2_vs_1'])}, delivery P95 {_times(ratios['delivery_delay_p95_2_vs_1'])}, "
+        f"server CPU {_times(ratios['server_cpu_2_vs_1'])} of 1 process"
+    )
+    return {
+        "parameters": params,
+        "figures": {"one_process": one, "two_processes": two},
+        "baselines": {},
+        "ratios": ratios,
+        "targets": [{**item, "name": f"{item['name']} (1 process)"} for item in targets_one]
+        + [{**item, "name": f"{item['name']} (2 processes)"} for item in targets_two],
+        "rows": rows,
+    }
+
+
+def _measure(workdir: Path, settings: Settings, params: dict[str, Any], *, dashboards: int) -> dict[str, Any]:
+    """`dashboards` dashboard processes on one store, params["clients"] Socket.IO clients split evenly over them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    writer = FleetWriter(str(workdir / "telemetry.db"), device_ids("dash_", params["devices"]))
+    servers: list[tuple[ServiceProcess, str]] = []
+    try:
+        for index in range(dashboards):
+            chosen = settings.with_overrides(sqlite_path=str(workdir / "telemetry.db"), flask_port=free_port())
+            process = start_service(DASHBOARD_SCRIPT, chosen, workdir, f"dashboard-{index}")
+            servers.append((process, f"http://{chosen.flask_host}:{chosen.flask_port}"))
+            wait_until(
+                lambda p=process, s=chosen: port_open(s.flask_host, s.flask_port) or not p.running(),
+                30,
+                message="the dashboard to listen",
+            )
+            if not process.running():
+                raise RuntimeError(f"the dashboard exited: {process.log_text()[-2000:]}")
         writer.start()
-        url = f"http://{settings.flask_host}:{settings.flask_port}"
         # Several client processes, so that decoding 50 payloads per tick in one interpreter does not
-        # show up as the server's jitter.
-        per_process = _split(params["clients"], params["client_processes"])
+        # show up as the server's jitter; each dashboard gets the same share of clients and client processes.
+        clients_per_server = _split(params["clients"], dashboards)
+        processes_per_server = _split(max(params["client_processes"], dashboards), dashboards)
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "bench.dashboard_load", "clients", url, str(count), str(params["duration_s"])],
@@ -112,9 +185,10 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            for count in per_process
+            for (_, url), clients, parts in zip(servers, clients_per_server, processes_per_server, strict=True)
+            for count in _split(clients, parts)
         ]
-        # Measure the server only once every client is connected and the first ticks went out.
+        # Measure the servers only once every client is connected and the first ticks went out.
         for process in processes:
             assert process.stdout is not None
             ready = process.stdout.readline().decode().strip()
@@ -124,50 +198,88 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
                     f"Socket.IO clients did not connect: {ready} {process.stderr.read().decode()[-2000:]}"
                 )
         time.sleep(WARMUP_S)
-        sampler = ResourceSampler([dashboard.pid], interval_s=0.5).start()
+        sampler = ResourceSampler([process.pid for process, _ in servers], interval_s=0.5).start()
         outputs = [process.communicate(timeout=params["duration_s"] + 120) for process in processes]
         usage = sampler.stop()
         for process, (_, stderr) in zip(processes, outputs, strict=True):
             if process.returncode != 0:
                 raise RuntimeError(f"the Socket.IO clients failed: {stderr.decode(errors='replace')[-2000:]}")
         received = _merge([json.loads(stdout.decode().strip().splitlines()[-1]) for stdout, _ in outputs])
-        server_live = _server_live_stats(url)
+        server_live = [_server_live_stats(url) for _, url in servers]
     finally:
-        dashboard.terminate()
+        for process, _ in servers:
+            process.terminate()
         writer.stop()
-        broker.kill()
 
     figures = _figures(received, settings.dashboard_push_interval_s)
     figures["server"] = usage.as_dict()
-    # The dashboard's own stop summary says how long its slowest store read + payload build took.
-    slowest = re.search(r"slowest refresh (\d+) ms", dashboard.log_text())
-    figures["server_slowest_refresh_ms"] = int(slowest.group(1)) if slowest else None
-    # The server's own view of its last 120 ticks: how late each started and how long its emit took.
-    # Jitter far above these is the clients' share of the 2 cores, not the server's.
-    figures["server_tick_lateness_p95_ms"] = server_live.get("tick_lateness_p95_ms")
-    figures["server_emit_p95_ms"] = server_live.get("emit_p95_ms")
-    cpu = usage.cpu_share
-    targets = [
+    figures["dashboard_processes"] = dashboards
+    # The dashboards' own stop summaries say how long their slowest store read + payload build took.
+    slowest = [re.search(r"slowest refresh (\d+) ms", process.log_text()) for process, _ in servers]
+    figures["server_slowest_refresh_ms"] = max((int(found.group(1)) for found in slowest if found), default=None)
+    # The server's own view of its last 120 ticks: how late each started and how long its emit took (in a
+    # group, the leader's, which reads and emits; the others relay). Jitter far above these is the clients'
+    # share of the 2 cores, not the server's.
+    leader = next((live for live in server_live if (live.get("group") or {}).get("role") != "follower"), {})
+    figures["server_tick_lateness_p95_ms"] = leader.get("tick_lateness_p95_ms")
+    figures["server_emit_p95_ms"] = leader.get("emit_p95_ms")
+    figures["store_reads_per_process"] = [live.get("ticks") for live in server_live]
+    return figures
+
+
+def _targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    cpu = figures["server"]["cpu_share_of_one_core"]
+    return [
         target("dashboard tick jitter P95", figures["jitter_p95_ms"], TARGET_JITTER_P95_MS, at_least=False, unit="ms"),
-        target("dashboard server CPU", round(cpu, 4), TARGET_CPU_SHARE, at_least=False, unit="of one core"),
+        target("dashboard server CPU", cpu, TARGET_CPU_SHARE, at_least=False, unit="of one core"),
     ]
-    rows = [
-        {
-            "scenario": f"dashboard {params['devices']:,} devices x {params['clients']} clients",
-            "figure": (
-                f"jitter P95 {figures['jitter_p95_ms']:.0f} ms (delivery P95 {figures['delivery_delay_p95_ms']:.0f} ms; "
-                f"server: tick start P95 {_ms(figures['server_tick_lateness_p95_ms'])}, "
-                f"emit P95 {_ms(figures['server_emit_p95_ms'])}), "
-                f"server CPU {cpu:.0%} of a core, {figures['payload_bytes_per_tick']:,} B/tick, "
-                f"RSS {usage.peak_rss_bytes / 2**20:.0f} MB"
-            ),
-            "baselines": "",
-            "ratios": "",
-            "target": f"jitter P95 <= {TARGET_JITTER_P95_MS:g} ms, CPU <= {TARGET_CPU_SHARE:.0%}",
-            "met": all(item["met"] for item in targets),
-        }
-    ]
-    return {"parameters": params, "figures": figures, "baselines": {}, "ratios": {}, "targets": targets, "rows": rows}
+
+
+def _row(scenario: str, figures: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, Any]:
+    cpu = figures["server"]["cpu_share_of_one_core"]
+    return {
+        "scenario": scenario,
+        "figure": (
+            f"jitter P95 {figures['jitter_p95_ms']:.0f} ms (delivery P95 {figures['delivery_delay_p95_ms']:.0f} ms; "
+            f"server: tick start P95 {_ms(figures['server_tick_lateness_p95_ms'])}, "
+            f"emit P95 {_ms(figures['server_emit_p95_ms'])}), "
+            f"server CPU {cpu:.0%} of a core, {figures['payload_bytes_per_tick']:,} B/tick, "
+            f"RSS {figures['server']['peak_rss_mb']:.0f} MB"
+        ),
+        "baselines": "",
+        "ratios": "",
+        "target": f"jitter P95 <= {TARGET_JITTER_P95_MS:g} ms, CPU <= {TARGET_CPU_SHARE:.0%}",
+        "met": all(item["met"] for item in targets),
+    }
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _check_redis(url: str) -> None:
+    client = redis_client(url)
+    try:
+        client.ping()
+    except RedisError as exc:
+        raise RuntimeError(
+            f"the 2-process run needs Redis at {url} ({exc}); start it, e.g. "
+            "redis-server --daemonize yes --bind 127.0.0.1 --save '' --appendonly no"
+        ) from None
+    finally:
+        client.close()
+
+
+def _forget_channel(url: str, channel: str) -> None:
+    client = redis_client(url)
+    try:
+        keys = list(client.scan_iter(match=f"{channel}:*"))
+        if keys:
+            client.delete(*keys)
+    except RedisError:
+        pass  # the keys expire on their own
+    finally:
+        client.close()
 
 
 def _ms(value: float | None) -> str:
