@@ -43,7 +43,7 @@ from werkzeug.security import generate_password_hash
 
 from dashboard.api import AnyTextConverter, make_api
 from dashboard.auth import check_password_hash_setting, init_auth, session_user_id
-from dashboard.group import REDIS_TIMEOUT_S, FeedGroup
+from dashboard.group import REDIS_TIMEOUT_S, ROLE_ALONE, FeedGroup
 from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
@@ -140,7 +140,12 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
         if settings.dashboard_message_queue
         else None
     )
-    feed = LiveFeed(store, presence, settings, emit=lambda payload: socketio.emit(LIVE_EVENT, payload), group=group)
+
+    def emit_live(payload: dict[str, Any]) -> None:
+        # While Redis cannot be reached each process serves its own clients; publishing would only log errors.
+        socketio.emit(LIVE_EVENT, payload, ignore_queue=group is not None and group.role == ROLE_ALONE)
+
+    feed = LiveFeed(store, presence, settings, emit=emit_live, group=group)
 
     api = make_api(store, presence, feed, settings)
     if rate_limits:
@@ -163,7 +168,7 @@ def create_app(settings: Settings | None = None, store: StoreReader | None = Non
                 raise SocketConnectionRefused("login required; sign in at /login")
             assert sockets is not None
             sockets.opened(request.sid, current_user.get_id())  # type: ignore[attr-defined]
-        emit(LIVE_EVENT, feed.client_connected())
+        emit(LIVE_EVENT, feed.client_connected(), ignore_queue=True)  # for this client, which is here
 
     @socketio.on("disconnect")
     def on_disconnect(*_: Any) -> None:

@@ -112,8 +112,7 @@ def _message_queue(text: str) -> str:
     value = text.strip()
     if value and (urlsplit(value).scheme not in REDIS_SCHEMES or not urlsplit(value).hostname):
         raise ValueError(
-            f"{value!r} is not a Redis URL; use redis://host:6379/0 (rediss:// for TLS), "
-            "or leave it empty for one dashboard process"
+            "it is not a Redis URL; use redis://host:6379/0 (rediss:// for TLS), or leave it empty for one dashboard process"
         )
     return value
 

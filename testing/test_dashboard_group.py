@@ -163,6 +163,29 @@ def test_two_processes_share_one_feed_and_the_survivor_takes_over(
     assert LEADER_LOG_LINE in second.process.log_text()
 
 
+def test_without_redis_each_process_serves_its_own_clients_and_says_why(
+    settings: Settings, spawn: Callable[..., ServiceProcess]
+) -> None:
+    store = SQLiteStore(settings.sqlite_path)
+    feeder = StoreFeeder(store, DEVICES).start()
+    nowhere = settings.with_overrides(
+        dashboard_message_queue=f"redis://127.0.0.1:{free_port()}/0", dashboard_push_interval_s=PUSH_INTERVAL_S
+    )
+    dashboard = start_dashboard(spawn, nowhere)
+    log = EventLog().connect(dashboard.url)
+    try:
+        wait_until(lambda: len(log.snapshot()) >= 4, 10, message=lambda: dashboard.process.log_text()[-2000:])
+    finally:
+        log.close()
+        feeder.stop()
+        store.close()
+    assert role(dashboard) == "alone"
+    assert {device["device_id"] for device in log.snapshot()[-1][1]["devices"]} == set(DEVICES)
+    text = dashboard.process.log_text()
+    assert text.count("DASHBOARD_MESSAGE_QUEUE cannot be reached") == 1, "one warning, not one per tick"
+    assert "Cannot publish to redis" not in text, "nothing is published while Redis is away"
+
+
 # --- behind the shipped nginx config -------------------------------------------------------------
 
 

@@ -70,6 +70,9 @@ def test_defaults_follow_the_seed() -> None:
         ({"LATENCY_RETENTION_DURATION": "ten minutes"}, "LATENCY_RETENTION_DURATION"),
         ({"STORE": "influxdb"}, "INFLUXDB_TOKEN"),
         ({"MQTT_CERTFILE": "/tmp/x.crt"}, "MQTT_KEYFILE"),
+        ({"DASHBOARD_MESSAGE_QUEUE": "amqp://guest@localhost//"}, "DASHBOARD_MESSAGE_QUEUE"),
+        ({"DASHBOARD_MESSAGE_QUEUE": "redis://"}, "DASHBOARD_MESSAGE_QUEUE"),
+        ({"DASHBOARD_MESSAGE_CHANNEL": "two words"}, "DASHBOARD_MESSAGE_CHANNEL"),
     ],
 )
 def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> None:
