@@ -8,6 +8,10 @@ persistent session is offline) is drained twice in one run, through nats-server 
 The figure is each drain's rate (first message received to last durable write, read back from the store)
 and the ratio of the cluster's to the one node's. Mosquitto is not in it: it has no cluster, and its own
 drain is the drain scenario.
+
+Then the dashboard's side of running on several machines (bench.dashboard_load.compare_processes): the same
+Socket.IO clients served by one dashboard process, then by two sharing their live feed through Redis (half
+of the clients on each), with the tick jitter of both side by side.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.dashboard_load import compare_processes
 from bench.drain import drain_backlog
 from bench.harness import fresh_dir, ratio, target
 from rtds.nats_cluster import NatsCluster, find_nats_server
@@ -29,7 +34,7 @@ TARGET_CLUSTER_VS_ONE_NODE = 0.5
 def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
     if find_nats_server() is None:
         raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
-    params = dict(QUICK if quick else FULL)
+    params: dict[str, Any] = dict(QUICK if quick else FULL)
     messages, publishers = params["messages"], params["publishers"]
     one_node = _drain(workdir / "one_node", 1, messages, publishers)
     three_nodes = _drain(workdir / "three_nodes", 3, messages, publishers)
@@ -48,15 +53,19 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
             at_least=False,
         ),
     ]
-    # DASHBOARD PROCESSES: the lead adds here bench.dashboard_load.compare_processes(workdir / "dashboard",
-    # quick=quick) (tick jitter with 2 dashboard processes x 50 clients beside 1 x 50), with its figures,
-    # ratio, target and row.
+    dashboards = compare_processes(workdir / "dashboard", quick=quick)
+    targets += [{**item, "name": f"dashboard: {item['name']}"} for item in dashboards["targets"]]
     params.update({"qos": 1, "broker": "nats-server (MQTT + JetStream)", "store": "sqlite"})
+    params["dashboard"] = dashboards["parameters"]
+    drain_targets_met = all(judged["met"] for judged in targets[:2])
     return {
         "parameters": params,
-        "figures": {"one_node": one_node, "three_nodes": three_nodes},
+        "figures": {"one_node": one_node, "three_nodes": three_nodes, "dashboard": dashboards["figures"]},
         "baselines": {},
-        "ratios": {"three_nodes_vs_one_node": cluster_ratio},
+        "ratios": {
+            "three_nodes_vs_one_node": cluster_ratio,
+            **{f"dashboard_{k}": v for k, v in dashboards["ratios"].items()},
+        },
         "targets": targets,
         "rows": [
             {
@@ -69,8 +78,9 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
                 "baselines": f"one nats-server node {_rate_text(one_node)}",
                 "ratios": f"3 nodes / 1 node {cluster_ratio}",
                 "target": f">= {TARGET_CLUSTER_VS_ONE_NODE} x one node, nothing lost",
-                "met": all(judged["met"] for judged in targets),
-            }
+                "met": drain_targets_met,
+            },
+            *({**row, "scenario": f"cluster: {row['scenario']}"} for row in dashboards["rows"]),
         ],
     }
 
