@@ -7,6 +7,7 @@ process with a sentence naming the variable and the fix.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -46,32 +47,61 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true or false")
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 0 < value < 65536:
         raise ValueError(f"{value} is outside 1-65535")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value <= 0:
         raise ValueError(f"{value} must be a whole number above 0")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
         raise ValueError(f"{value} must be 0 or more")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise ValueError(f"{value} must be above 0")
     return value
+
+
+# What a setting read by one of these parsers takes, said in an error instead of Python's own words;
+# {unit} comes from the setting's name (_S, _MS, _MB, _BYTES).
+_EXPECTED: dict[Callable[[str], Any], str] = {
+    _port: "a port number 1-65535",
+    _positive_int: "a whole number{unit} above 0",
+    _non_negative_int: "a whole number{unit}, 0 or more",
+    _positive_float: "a number{unit} above 0",
+    _bool: "true or false (or 1/0, yes/no, on/off)",
+}
+_UNITS = {"_s": " of seconds", "_ms": " of milliseconds", "_mb": " of megabytes", "_bytes": " of bytes"}
 
 
 def _choice(*names: str) -> Callable[[str], str]:
@@ -282,6 +312,19 @@ def env_name(attribute: str) -> str:
     return attribute.upper()
 
 
+def expected_value(attribute: str) -> str | None:
+    """'expected a whole number of seconds above 0, e.g. 30' for a numeric or true/false setting, else None."""
+    parse = _PARSERS.get(attribute)
+    if parse not in _EXPECTED:
+        return None
+    unit = next((text for suffix, text in _UNITS.items() if attribute.endswith(suffix)), "")
+    expected = "expected " + _EXPECTED[parse].format(unit=unit)
+    default = next(field.default for field in fields(Settings) if field.name == attribute)
+    if isinstance(default, bool):
+        return expected
+    return f"{expected}, e.g. {default:g}" if isinstance(default, float) else f"{expected}, e.g. {default}"
+
+
 def load_settings(
     env_file: str | os.PathLike[str] | None = ".env",
     environ: Mapping[str, str] | None = None,
@@ -301,8 +344,9 @@ def load_settings(
         try:
             values[field.name] = parse(raw)
         except ValueError as exc:
+            problem = expected_value(field.name) or str(exc)
             raise ConfigError(
-                f"{env_name(field.name)}={raw!r} is not valid: {exc}. Fix it in .env or the environment."
+                f"{env_name(field.name)}={raw!r} is not valid: {problem}. Fix it in .env or the environment."
             ) from None
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()

@@ -80,6 +80,31 @@ def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> 
         load_settings(env_file=None, environ=environ)
 
 
+NOT_TEXT = [field.name for field in fields(Settings) if field.type != "str"]
+
+
+@pytest.mark.parametrize("attribute", NOT_TEXT)
+def test_a_number_or_switch_that_is_not_one_says_what_is_expected(attribute: str) -> None:
+    name = env_name(attribute)
+    default = next(field.default for field in fields(Settings) if field.name == attribute)
+    wrong_values = ["maybe"] if isinstance(default, bool) else ["fast", "inf", "1e999", "-1"]
+    for wrong in wrong_values:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(env_file=None, environ={name: wrong})
+        message = str(caught.value)
+        # Python's own words ("invalid literal for int() with base 10") are no help to someone editing .env.
+        assert message.startswith(f"{name}={wrong!r} is not valid: expected "), message
+        assert message.endswith(". Fix it in .env or the environment."), message
+        assert "int()" not in message and "float" not in message
+    if isinstance(default, bool):
+        assert "expected true or false" in message
+        return
+    example = re.search(r", e\.g\. (\S+)\. Fix it", message)
+    assert example, message
+    # The example given is a value the setting takes.
+    assert getattr(load_settings(env_file=None, environ={name: example.group(1)}), attribute) == default
+
+
 def test_durations() -> None:
     assert parse_duration_s("500ms") == 0.5
     assert parse_duration_s("5m") == 300
