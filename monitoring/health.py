@@ -90,12 +90,15 @@ def check_mqtt(settings: Settings, timeout_s: float = 5.0) -> CheckResult:
             state["received"] = "yes"
             done.set()
 
+    # A port that answers but not in MQTT (a web server) would otherwise look like a broker whose ACL denies us.
+    failure = mqtt.diagnose_connection(settings, timeout_s=timeout_s)
+    if failure:
+        return CheckResult("mqtt", False, failure, timer.ms)
     client = mqtt.make_client(settings, client_id, clean_session=True)
     client.connect_timeout = timeout_s
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    failure = ""
     # A failed TLS handshake leaves paho's SSL socket to be freed with the exception, which warns about it.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
@@ -218,7 +221,10 @@ def check_socket(
         received["refused"] = data.get("message") if isinstance(data, dict) else str(data)
 
     try:
-        client.connect(url, headers=headers, wait_timeout=timeout_s)
+        # Long-polling only: plain HTTP requests. After a WebSocket session ends, the client's closing frame
+        # reaches Werkzeug's development server as the next "HTTP request", which it logs as an ERROR
+        # ("Bad request syntax", "Bad HTTP/0.9 request type") in the dashboard's log at every check.
+        client.connect(url, headers=headers, transports=["polling"], wait_timeout=timeout_s)
     except socketio.exceptions.ConnectionError as exc:
         refused = received.get("refused")
         if refused and str(exc).startswith("One or more namespaces failed"):

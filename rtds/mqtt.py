@@ -152,11 +152,7 @@ def explain_connection_error(exc: BaseException, settings: Settings, broker: tup
     """A sentence for a failed TCP or TLS connection to the broker (default: the first), naming the setting to check."""
     host, port = broker or (settings.mqtt_broker_host, settings.mqtt_broker_port)
     where = f"{host}:{port}"
-    settings_hint = (
-        "(MQTT_BROKER_HOST / MQTT_BROKER_PORT)"
-        if broker in (None, settings.mqtt_brokers[0])
-        else "(MQTT_BROKER_FALLBACK_HOSTS)"
-    )
+    settings_hint = f"({_broker_variables(settings, broker)})"
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to the MQTT broker at {where}: connection refused; is Mosquitto running there? {settings_hint}"
     if isinstance(exc, socket.gaierror):
@@ -170,17 +166,58 @@ def explain_connection_error(exc: BaseException, settings: Settings, broker: tup
     return f"cannot connect to the MQTT broker at {where}: {exc} {settings_hint}"
 
 
+def _broker_variables(settings: Settings, broker: tuple[str, int] | None) -> str:
+    """The variables that name `broker`."""
+    if broker in (None, settings.mqtt_brokers[0]):
+        return "MQTT_BROKER_HOST / MQTT_BROKER_PORT"
+    return "MQTT_BROKER_FALLBACK_HOSTS"
+
+
 def diagnose_connection(
     settings: Settings, broker: tuple[str, int] | None = None, timeout_s: float = 3.0
 ) -> str | None:
-    """Why connecting to `broker` (default: the first) fails, found by one TCP (and TLS) attempt of our own:
-    paho's reconnect loop reports that a connection failed, not why. None when both succeed."""
+    """Why connecting to `broker` (default: the first) fails, found by one TCP (and TLS) connection of our own
+    that sends an anonymous MQTT CONNECT: paho's reconnect loop reports that a connection failed, not why, and
+    a port that answers but not in MQTT looks to paho like a broker that is slow to answer. None when a CONNACK
+    comes back, accepting or refusing (either way an MQTT broker listens there)."""
     host, port = broker or settings.mqtt_brokers[0]
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             if settings.mqtt_use_tls:
-                with tls_context(settings).wrap_socket(sock, server_hostname=host):
-                    pass
+                with tls_context(settings).wrap_socket(sock, server_hostname=host) as tls:
+                    problem = _answer_to_connect(tls, timeout_s)
+            else:
+                problem = _answer_to_connect(sock, timeout_s)
     except (OSError, ValueError) as exc:
         return explain_connection_error(exc, settings, (host, port))
-    return None
+    if problem is None:
+        return None
+    return f"the service at {host}:{port} does not speak MQTT: {problem}; check {_broker_variables(settings, broker)}"
+
+
+# An anonymous MQTT 3.1.1 CONNECT (clean session, empty client id, keep-alive 10 s). A broker answers it with a
+# CONNACK, refusing or accepting. The keep-alive's low byte, 10, is a newline, so a line-based service (HTTP,
+# SMTP, ...) reads a complete line and answers at once instead of waiting for more.
+PROBE_CONNECT = bytes((0x10, 12, 0, 4)) + b"MQTT" + bytes((4, 0x02, 0, 10, 0, 0))
+CONNACK_HEADER = bytes((0x20, 2))
+DISCONNECT = bytes((0xE0, 0))
+
+
+def _answer_to_connect(sock: socket.socket, timeout_s: float) -> str | None:
+    """None when `sock` answers PROBE_CONNECT with a CONNACK; otherwise what it did instead."""
+    sock.settimeout(timeout_s)
+    sock.sendall(PROBE_CONNECT)
+    try:
+        answer = sock.recv(256)
+    except TimeoutError:
+        return f"it did not answer an MQTT CONNECT within {timeout_s:g} s"
+    if answer.startswith(CONNACK_HEADER):
+        with contextlib.suppress(OSError):
+            sock.sendall(DISCONNECT)
+        return None
+    if not answer:
+        return "it closed the connection when sent an MQTT CONNECT"
+    lines = answer.decode("ascii", "replace").strip().splitlines()
+    if lines and lines[0].isprintable():
+        return f"it answered an MQTT CONNECT with {lines[0][:60]!r}"
+    return f"it answered an MQTT CONNECT with {answer[:16]!r}"

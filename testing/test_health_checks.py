@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from rtds.broker import CONFIG_DIR, PROJECT_ROOT, MosquittoBroker, free_port
 from rtds.schema import TelemetryRecord
 from rtds.settings import Settings
 from rtds.store.sqlite import SQLiteStore
-from rtds.testkit import ServiceProcess, settings_env
+from rtds.testkit import ServiceProcess, settings_env, wait_until
 
 BrokerFactory = Callable[..., MosquittoBroker]
 SECURE_CONFIG = CONFIG_DIR / "mosquitto.secure.conf"
@@ -73,6 +75,8 @@ def test_a_healthy_stack_passes_every_check(
     assert mqtt["component"] == "mqtt" and mqtt["topic"].startswith("rtds/health/")
     assert store["backend"] == "sqlite" and store["newest_point_age_s"] < 60
     assert socket["devices"] == 1 and socket["store_ok"] is True
+    # The socket check leaves nothing in the dashboard's log that looks like a fault.
+    assert werkzeug_errors_before_a_marker(dashboard.process, dashboard.port) == []
 
     # The seed's script name, as a real process, prints one OK line.
     completed = subprocess.run(
@@ -85,6 +89,18 @@ def test_a_healthy_stack_passes_every_check(
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("mqtt: OK: connected to 127.0.0.1:")
+
+
+def werkzeug_errors_before_a_marker(dashboard: ServiceProcess, port: int) -> list[str]:
+    """The dashboard's Werkzeug ERROR lines up to one provoked here: a request line that is no HTTP, sent after
+    whatever came before it. Werkzeug logs no successful request, so a bad one is the only line to wait for."""
+    marker = f"marker-{time.monotonic_ns()}"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+        probe.sendall(f"{marker}\r\n\r\n".encode())
+        probe.recv(1024)
+    wait_until(lambda: marker in dashboard.log_text(), 10, message=lambda: dashboard.log_text()[-2000:])
+    before = dashboard.log_text().split(marker)[0].splitlines()[:-1]
+    return [line for line in before if "ERROR" in line and "werkzeug" in line]
 
 
 def test_each_check_fails_with_a_clear_reason_when_its_component_is_down(
@@ -107,6 +123,20 @@ def test_each_check_fails_with_a_clear_reason_when_its_component_is_down(
     assert one_line_failure(["socket"], capsys) == (
         f"socket: FAILED: cannot connect to the dashboard at http://127.0.0.1:{nothing}: connection refused; "
         "is `rtds dashboard` running there? (FLASK_HOST / FLASK_PORT, or --url)"
+    )
+
+
+def test_mqtt_check_names_a_service_that_does_not_speak_mqtt(
+    web_server: http.server.ThreadingHTTPServer,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = web_server.server_address[1]
+    use(monkeypatch, settings.with_overrides(mqtt_broker_host="127.0.0.1", mqtt_broker_port=port))
+    assert one_line_failure(["mqtt"], capsys) == (
+        f"mqtt: FAILED: the service at 127.0.0.1:{port} does not speak MQTT: it answered an MQTT CONNECT with "
+        "'<!DOCTYPE HTML>'; check MQTT_BROKER_HOST / MQTT_BROKER_PORT"
     )
 
 
