@@ -112,6 +112,9 @@ class Supervisor:
         next_status = time.monotonic() + self.settings.device_status_interval_s
         while not self._stop_requested:
             time.sleep(POLL_INTERVAL_S)
+            if self._stop_requested:
+                # Ctrl-C reaches the devices too (one process group): their clean exits are no news.
+                break
             now = time.monotonic()
             for child in self.children:
                 self._watch(child, now)

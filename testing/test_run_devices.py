@@ -114,6 +114,34 @@ def test_runner_restarts_a_killed_device_and_its_seq_continues(
     assert "stopped 10 devices (10 cleanly)" in output and "restarts 1" in output
 
 
+def test_devices_stopped_by_the_ctrl_c_that_stops_the_runner_are_not_warned_about(
+    tmp_path: Path, broker: MosquittoBroker, spawn: Spawn
+) -> None:
+    """Ctrl-C reaches the runner and its devices at once (one process group). On a busy machine the devices
+    can exit before the runner's loop looks again; they stopped as asked, which is no news."""
+    settings = fleet_settings(tmp_path, broker)
+    ids = device_ids("vehicle_", 3)
+    runner = spawn(RUNNER, "--count", "3", settings=settings)
+    wait_until(
+        lambda: all(read_stats(settings.device_queue_dir).get(d, {}).get("state") == "online" for d in ids),
+        30,
+        message=runner.log_text,
+    )
+    devices = list(children_by_device(runner).values())
+    supervisor = psutil.Process(runner.pid)
+    # Held still, the runner takes its signal only after every device has exited.
+    supervisor.suspend()
+    try:
+        os.killpg(runner.pid, signal.SIGINT)
+        wait_until(lambda: all(device.status() == psutil.STATUS_ZOMBIE for device in devices), 20)
+    finally:
+        supervisor.resume()
+    assert runner.process is not None and runner.process.wait(30) == 0, runner.log_text()
+    output = runner.log_text()
+    assert "stopped 3 devices (3 cleanly)" in output
+    assert "WARNING" not in output, output
+
+
 def test_in_process_fleet_survives_a_broker_crash_without_a_gap(
     tmp_path: Path, start_broker: Callable[..., MosquittoBroker], spawn: Spawn
 ) -> None:
