@@ -18,6 +18,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dashboard.status import run_status_service
+from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.settings import load_settings
@@ -25,7 +26,7 @@ from rtds.settings import load_settings
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rtds device-status", description="Serve /api/devices/status and /health on their own port."
+        prog=command_prog("device-status"), description="Serve /api/devices/status and /health on their own port."
     )
     parser.add_argument("--host", help="address to listen on (default: FLASK_HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: DEVICE_STATUS_PORT, 5001)")

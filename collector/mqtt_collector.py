@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
 from collector.service import Collector
 from collector.workers import EXIT_CONFIG_ERROR, forget_session, run_workers
+from rtds.cli import command_prog
 from rtds.errors import ConfigError, StoreError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
@@ -66,7 +67,7 @@ def run(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="rtds collector",
+        prog=command_prog("collector"),
         description="Subscribe to device data over MQTT and write it to the store (settings come from .env).",
     )
     parser.add_argument("--client-id", help="MQTT client id of the persistent session (default: MQTT_CLIENT_ID)")

@@ -48,6 +48,7 @@ from dashboard.live import LiveFeed, OrjsonCodec
 from dashboard.presence import PresenceTracker
 from dashboard.security import check_secret_key, init_security
 from dashboard.sessions import Generations, OpenSockets, init_sessions, open_generations
+from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
 from rtds.settings import Settings, load_settings
@@ -306,7 +307,9 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtds dashboard", description="Serve the live dashboard and its REST API.")
+    parser = argparse.ArgumentParser(
+        prog=command_prog("dashboard"), description="Serve the live dashboard and its REST API."
+    )
     parser.add_argument("--host", help="address to listen on (default: FLASK_HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: FLASK_PORT, 5000)")
     parser.add_argument(

@@ -25,9 +25,9 @@ def _named_elsewhere(owner: str) -> pytest.MarkDecorator:
 SCRIPTS = [
     ("devices/device_simulator.py", "device"),
     ("devices/run_devices.py", "devices"),
-    pytest.param("collector/mqtt_collector.py", "collector", marks=_named_elsewhere("collector/")),
-    pytest.param("collector/device_status_api.py", "device-status", marks=_named_elsewhere("collector/")),
-    pytest.param("dashboard/app.py", "dashboard", marks=_named_elsewhere("dashboard/")),
+    ("collector/mqtt_collector.py", "collector"),
+    ("collector/device_status_api.py", "device-status"),
+    ("dashboard/app.py", "dashboard"),
     pytest.param("monitoring/monitor_latency.py", "latency", marks=_named_elsewhere("monitoring/")),
     pytest.param("monitoring/collect_latency_data.py", "collect-latency", marks=_named_elsewhere("monitoring/")),
     pytest.param("monitoring/generate_latency_report.py", "report", marks=_named_elsewhere("monitoring/")),
