@@ -1,8 +1,9 @@
 """The report's PNG charts, drawn with matplotlib's Agg backend (no display needed).
 
-Every function takes plain numpy arrays and writes one file. Times are Unix seconds and are
-shown as local clock time; latencies are milliseconds on a log axis, because a replay after an
-outage (tens of seconds) and live traffic (milliseconds) must both stay readable.
+Every `plot_*` function takes plain numpy arrays and returns one laid-out figure; `save` writes
+it and frees it. Times are Unix seconds and are shown as local clock time, over the span the data
+covers (not the period asked for); latencies are milliseconds on a log axis, because a replay
+after an outage (tens of seconds) and live traffic (milliseconds) must both stay readable.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from monitoring.latency import Gap
+from monitoring.latency import Gap, Span, covered_span
 
 FIGURE_SIZE = (11, 5)
 DPI = 110
@@ -32,41 +34,49 @@ GAP_COLOR = "#7f7f7f"
 # Legends sit right of the plot so they never hide data.
 OUTSIDE_LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 9}
 MIN_LATENCY_MS = 0.1  # floor for the log axis; smaller (or negative) values are drawn at it
+TIME_MARGIN = 0.02  # share of the data's span left free at each end of a time axis
+MIN_TIME_AXIS_S = 60.0  # a time axis shows at least this much, so one instant sits in a readable minute
+# Tick labels by tick spacing (years, months, days, hours, minutes, seconds); the date goes in the
+# offset text at the axis' end, and a tick at midnight names its day.
+TIME_FORMATS = ["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%H:%M:%S"]
+TIME_OFFSET_FORMATS = ["", "%Y", "%b %Y", "%d %b %Y", "%d %b %Y", "%d %b %Y"]
+TIME_ZERO_FORMATS = ["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M:%S"]
 
 
 def plot_percentiles(
-    path: Path,
     times: np.ndarray,
     p50: np.ndarray,
     p95: np.ndarray,
     p99: np.ndarray,
     *,
     target_ms: float,
+    span: Span | None = None,
     gaps: Sequence[Gap] = (),
     title: str = "End-to-end latency percentiles (live points)",
-) -> Path:
+) -> Figure:
+    """`span` is the time the data covers (default: that of `times`); the x-axis fits it."""
     figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
-    x = _clock(times)
+    x = clock_time(times)
     axes.plot(x, _floor(p50), color="#2ca02c", marker=".", linewidth=1.2, label="P50")
     axes.plot(x, _floor(p95), color=LIVE_COLOR, marker=".", linewidth=1.6, label="P95")
     axes.plot(x, _floor(p99), color="#9467bd", marker=".", linewidth=1.0, linestyle=":", label="P99")
     _target_line(axes, target_ms)
     _shade_gaps(axes, gaps)
     _latency_axis(axes, np.concatenate([p50, p95, p99, [target_ms]]))
-    _time_axis(axes, times)
+    _time_axis(axes, span or _span_of(times))
     axes.set_title(title)
     axes.legend(**OUTSIDE_LEGEND)
-    return _save(figure, path)
+    return _laid_out(figure)
 
 
-def plot_distribution(path: Path, live_ms: np.ndarray, replayed_ms: np.ndarray, *, target_ms: float) -> Path:
+def plot_distribution(live_ms: np.ndarray, replayed_ms: np.ndarray, *, target_ms: float) -> Figure:
     figure, (hist_axes, cdf_axes) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=DPI)
     values = [v[np.isfinite(v)] for v in (live_ms, replayed_ms)]
     everything = np.concatenate(values)
     if everything.size == 0:
         for axes in (hist_axes, cdf_axes):
             axes.text(0.5, 0.5, "no points", ha="center", va="center", transform=axes.transAxes)
-        return _save(figure, path)
+        return _laid_out(figure)
     low = max(MIN_LATENCY_MS, float(np.min(everything)))
     high = max(low * 10, float(np.max(everything)), target_ms * 1.2)
     bins = np.geomspace(low, high, 60)
@@ -112,17 +122,16 @@ def plot_distribution(path: Path, live_ms: np.ndarray, replayed_ms: np.ndarray, 
     for axes in (hist_axes, cdf_axes):
         axes.grid(True, which="major", alpha=0.3)
     figure.suptitle("End-to-end latency distribution (write time − publish time)")
-    return _save(figure, path)
+    return _laid_out(figure)
 
 
 def plot_device_boxes(
-    path: Path,
     live_ms: dict[str, np.ndarray],
     *,
     target_ms: float,
     replayed_p95_ms: dict[str, float] | None = None,
     max_devices: int = 40,
-) -> Path:
+) -> Figure:
     """One box per device of its live points (box P25–P75, median line, whiskers P5–P95, no outliers),
     with each device's replayed P95 as a marker."""
     items = [(name, v[np.isfinite(v)]) for name, v in live_ms.items()]
@@ -134,7 +143,7 @@ def plot_device_boxes(
     figure, axes = plt.subplots(figsize=(width, 5.5), dpi=DPI)
     if not items:
         axes.text(0.5, 0.5, "no live points", ha="center", va="center", transform=axes.transAxes)
-        return _save(figure, path)
+        return _laid_out(figure)
     positions = np.arange(1, len(items) + 1)
     axes.boxplot(
         [_floor(v) for _, v in items],
@@ -162,34 +171,34 @@ def plot_device_boxes(
         title += f"\n{len(items)} of {len(live_ms)} devices: those with the highest P95"
     axes.set_title(title)
     axes.legend(loc="best", fontsize=9)
-    return _save(figure, path)
+    return _laid_out(figure)
 
 
 def plot_throughput(
-    path: Path,
     edges: np.ndarray,
     produced_per_s: np.ndarray,
     stored_per_s: np.ndarray | None,
     *,
+    span: Span | None = None,
+    window_s: float | None = None,
     gaps: Sequence[Gap] = (),
-) -> Path:
+) -> Figure:
+    """Rates per window between `edges` (NaN: a window the data does not cover) of `window_s` (default:
+    the first window's width); the x-axis fits `span`."""
     figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
-    x = _clock(edges)
+    x = clock_time(edges)
     axes.stairs(produced_per_s, x, fill=True, color=LIVE_COLOR, alpha=0.3, label="published (by device time)")
     if stored_per_s is not None:
         axes.stairs(stored_per_s, x, color=REPLAYED_COLOR, linewidth=1.6, label="stored (by write time)")
     _shade_gaps(axes, gaps)
-    _time_axis(axes, edges)
-    axes.set_ylabel("Messages per second")
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.set_title(f"Throughput over time (windows of {_width_label(edges)})")
+    _time_axis(axes, span or _span_of(edges))
+    _rate_axis(axes, "Messages per second", produced_per_s, stored_per_s)
+    axes.set_title(f"Throughput over time (windows of {width_label(window_s or float(edges[1] - edges[0]))})")
     axes.legend(**OUTSIDE_LEGEND)
-    return _save(figure, path)
+    return _laid_out(figure)
 
 
 def plot_live_vs_replayed(
-    path: Path,
     *,
     target_ms: float,
     edges: np.ndarray,
@@ -197,8 +206,9 @@ def plot_live_vs_replayed(
     replayed_per_s: np.ndarray,
     points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     window_p95: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    span: Span | None = None,
     gaps: Sequence[Gap] = (),
-) -> Path:
+) -> Figure:
     """Top: latency of live vs replayed points (a scatter of `points` = (time, ms, replayed), or the
     per-window P95 lines `window_p95` = (time, live, replayed)). Bottom: their rates, stacked."""
     figure, (top, bottom) = plt.subplots(
@@ -209,9 +219,9 @@ def plot_live_vs_replayed(
         times, latency_ms, replayed = points
         for mask, color, name in ((~replayed, LIVE_COLOR, "live"), (replayed, REPLAYED_COLOR, "replayed")):
             top.scatter(
-                _clock(times[mask]),
+                clock_time(times[mask]),
                 _floor(latency_ms[mask]),
-                s=4,
+                s=_dot_size(len(times)),
                 color=color,
                 alpha=0.5,
                 linewidths=0,
@@ -223,8 +233,8 @@ def plot_live_vs_replayed(
         )
     if window_p95 is not None:
         times, live, replayed = window_p95
-        top.plot(_clock(times), _floor(live), color=LIVE_COLOR, marker=".", label="live P95")
-        top.plot(_clock(times), _floor(replayed), color=REPLAYED_COLOR, marker=".", label="replayed P95")
+        top.plot(clock_time(times), _floor(live), color=LIVE_COLOR, marker=".", label="live P95")
+        top.plot(clock_time(times), _floor(replayed), color=REPLAYED_COLOR, marker=".", label="replayed P95")
         shown += [live, replayed]
         top.set_title("P95 latency of live vs replayed points")
     _target_line(top, target_ms)
@@ -232,22 +242,20 @@ def plot_live_vs_replayed(
     _latency_axis(top, np.concatenate(shown))
     top.legend(**OUTSIDE_LEGEND, markerscale=3)
 
-    x = _clock(edges)
+    x = clock_time(edges)
     bottom.stairs(live_per_s + replayed_per_s, x, fill=True, color=REPLAYED_COLOR, alpha=0.8, label="replayed")
     bottom.stairs(live_per_s, x, fill=True, color=LIVE_COLOR, alpha=0.9, label="live")
     _shade_gaps(bottom, gaps, label=False)
-    bottom.set_ylabel("Messages/s")
-    bottom.set_ylim(bottom=0)
-    bottom.grid(True, alpha=0.3)
+    _rate_axis(bottom, "Messages/s", live_per_s + replayed_per_s)
     bottom.legend(**OUTSIDE_LEGEND)
-    _time_axis(bottom, edges)
-    return _save(figure, path)
+    _time_axis(bottom, span or _span_of(edges))
+    return _laid_out(figure)
 
 
 # --- shared pieces -------------------------------------------------------------------------
 
 
-def _clock(times: np.ndarray) -> np.ndarray:
+def clock_time(times: np.ndarray) -> np.ndarray:
     """Unix seconds -> datetime64 in local clock time, which matplotlib draws natively."""
     values = np.asarray(times, dtype=np.float64)
     if values.size == 0:
@@ -259,14 +267,34 @@ def _clock(times: np.ndarray) -> np.ndarray:
     return np.round((values + shift) * 1000).astype("datetime64[ms]")
 
 
-def _time_axis(axes: Axes, times: np.ndarray) -> None:
-    values = np.asarray(times, dtype=np.float64)
-    span = float(np.nanmax(values) - np.nanmin(values)) if values.size else 0.0
-    pattern = "%H:%M:%S" if span < 6 * 3600 else "%d %b %H:%M"
-    axes.xaxis.set_major_formatter(mdates.DateFormatter(pattern))
-    axes.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=10))
-    day = datetime.fromtimestamp(float(np.nanmin(values))).strftime("%Y-%m-%d") if values.size else ""
-    axes.set_xlabel(f"Time (local clock, {day})")
+def _span_of(times: np.ndarray) -> Span:
+    span = covered_span(np.asarray(times, dtype=np.float64))
+    return span if span is not None else (0.0, 0.0)
+
+
+def _time_axis(axes: Axes, span: Span) -> None:
+    """Fit the x-axis to `span` plus a small margin, with tick labels that never run into each other:
+    a locator that keeps ticks few, and short labels (the date sits once, at the axis' end)."""
+    first, last = span
+    margin = max(TIME_MARGIN * (last - first), (MIN_TIME_AXIS_S - (last - first)) / 2)
+    low, high = clock_time(np.array([first - margin, last + margin]))
+    axes.set_xlim(low, high)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(
+        mdates.ConciseDateFormatter(
+            locator, formats=TIME_FORMATS, offset_formats=TIME_OFFSET_FORMATS, zero_formats=TIME_ZERO_FORMATS
+        )
+    )
+    axes.set_xlabel("Time (local clock)")
+
+
+def _rate_axis(axes: Axes, label: str, *rates: np.ndarray | None) -> None:
+    axes.set_ylabel(label)
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    if not any(r is not None and np.isfinite(r).any() for r in rates):
+        axes.text(0.5, 0.5, "no rate: the points cover no time", ha="center", va="center", transform=axes.transAxes)
 
 
 def _latency_axis(axes: Axes, values_ms: np.ndarray) -> None:
@@ -294,10 +322,15 @@ def _target_line(axes: Axes, target_ms: float, vertical: bool = False) -> None:
 
 def _shade_gaps(axes: Axes, gaps: Sequence[Gap], label: bool = True) -> None:
     for index, gap in enumerate(gaps):
-        start, end = _clock(np.array([gap.start, gap.end]))
+        start, end = clock_time(np.array([gap.start, gap.end]))
         axes.axvspan(
             start, end, color=GAP_COLOR, alpha=0.2, label="nothing received (outage)" if label and index == 0 else None
         )
+
+
+def _dot_size(count: int) -> float:
+    """Small dots for a crowd, bigger ones when there are few, so a handful of points stays visible."""
+    return float(np.clip(20_000 / max(count, 1), 4, 25))
 
 
 def _floor(values_ms: np.ndarray) -> np.ndarray:
@@ -310,16 +343,21 @@ def _ms_label(value: float, _position: object = None) -> str:
     return f"{value:g} ms"
 
 
-def _width_label(edges: np.ndarray) -> str:
-    if edges.size < 2:
-        return "-"
-    width = float(edges[1] - edges[0])
-    return f"{width:g} s" if width < 120 else f"{width / 60:g} min"
+def width_label(width_s: float) -> str:
+    """A window width: "5 s", "10 min", "6 h"."""
+    if width_s < 120:
+        return f"{width_s:g} s"
+    return f"{width_s / 60:g} min" if width_s < 7200 else f"{width_s / 3600:g} h"
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _laid_out(figure: Figure) -> Figure:
     figure.tight_layout()
+    return figure
+
+
+def save(figure: Figure, path: Path) -> Path:
+    """Write `figure` as a PNG and free it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return path

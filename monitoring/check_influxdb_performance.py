@@ -18,7 +18,9 @@ from monitoring.cli_support import (
     console,
     duration_argument,
     format_datetime,
+    format_duration,
     format_ms,
+    format_rate,
     load_tool_settings,
     print_json,
     read_samples_with_progress,
@@ -26,7 +28,6 @@ from monitoring.cli_support import (
     resolve_window,
     tool_parser,
 )
-from monitoring.latency import choose_window_s
 from monitoring.write_pattern import analyse_writes
 from rtds.settings import Settings
 from rtds.store import open_store
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_window_arguments(parser, default_duration="15m")
     parser.add_argument(
-        "--window", type=duration_argument, help="width of the points/s windows (default: about 120 windows)"
+        "--window",
+        type=duration_argument,
+        help="width of the points/s windows (default: about 120 windows over the time the writes cover)",
     )
     parser.add_argument(
         "--gap", type=duration_argument, default=5.0, help="no write for longer than this is a silence (default 5s)"
@@ -55,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_tool_settings(args)
     since, until = resolve_window(args)
-    window_s = args.window or choose_window_s(until - since)
-    result = run(settings, since, until, window_s=window_s, gap_s=args.gap, show=not args.json)
+    result = run(settings, since, until, window_s=args.window, gap_s=args.gap, show=not args.json)
     if not result["points"]:
         return report_failure(
             PROG,
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(
-    settings: Settings, since: float, until: float, *, window_s: float, gap_s: float, show: bool = True
+    settings: Settings, since: float, until: float, *, window_s: float | None, gap_s: float, show: bool = True
 ) -> dict[str, Any]:
     store = open_store(settings)
     try:
@@ -100,7 +102,8 @@ def print_summary(result: dict[str, Any]) -> None:
     rate = result["points_per_s"]
     out.print(
         f"  {result['points_with_write_time']:,} points in {result['batches']:,} batches; "
-        f"points/s mean {rate['mean'] or 0:.1f}, peak {rate['max'] or 0:.1f} (windows of {rate['window_s']:g} s)"
+        f"points/s {format_rate(rate['mean'])} over the time they cover, peak {format_rate(rate['max'])} "
+        f"(windows of {format_duration(rate['window_s'])})"
     )
     sizes = result["batch_sizes"]
     out.print(

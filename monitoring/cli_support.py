@@ -123,6 +123,13 @@ def format_ms(value: float | None) -> str:
     return f"{value:.1f} ms" if abs(value) < 100 else f"{value:.0f} ms"
 
 
+def format_rate(per_s: float | None) -> str:
+    """A rate with one decimal; "-" when there is none (no points, or all at one instant)."""
+    if per_s is None or not math.isfinite(per_s):
+        return "-"
+    return f"{per_s:.1f}"
+
+
 def format_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"

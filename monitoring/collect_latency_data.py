@@ -25,6 +25,7 @@ from monitoring.cli_support import (
     format_datetime,
     format_duration,
     format_ms,
+    format_rate,
     format_time,
     load_tool_settings,
     print_json,
@@ -159,7 +160,7 @@ def collect_sample(
 def sample_line(record: dict[str, Any]) -> str:
     verdict = {True: "[green]meets the target[/]", False: "[red]over the target[/]", None: "[yellow]no live points[/]"}
     return (
-        f"{format_time(record['time'])}  {record['count']:>7,} pts  {record['messages_per_s']:>8.1f} msg/s  "
+        f"{format_time(record['time'])}  {record['count']:>7,} pts  {format_rate(record['messages_per_s']):>8} msg/s  "
         f"all: P50 {format_ms(record['p50_ms'])}  P95 {format_ms(record['p95_ms'])}  P99 {format_ms(record['p99_ms'])}  "
         f"max {format_ms(record['max_ms'])}  replayed {record['replayed_count']:,}  "
         f"live P95 {format_ms(record['live']['p95_ms'])} {verdict[record['compliant']]}"

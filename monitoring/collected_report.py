@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from monitoring import charts
-from monitoring.cli_support import format_datetime, format_duration, format_ms, format_time
+from monitoring.cli_support import format_datetime, format_duration, format_ms, format_rate, format_time
 from monitoring.report import CHART_FILES
 
 
@@ -53,31 +53,32 @@ def draw_collected_charts(records: list[dict[str, Any]], folder: Path, *, target
     starts, ends = _values(records, "start"), _values(records, "end")
     times = (starts + ends) / 2  # drawn mid-window, like the store report
     edges = np.append(starts, ends[-1])
-    window = np.maximum(ends - starts, 1e-9)
-    live_rate = _values(records, "live_count") / window
-    replayed_rate = _values(records, "replayed_count") / window
-    return {
+    # Each sample's rate is over the time its points cover; live and replayed split it by their shares.
+    rate, count = _values(records, "messages_per_s"), np.maximum(_values(records, "count"), 1)
+    live_rate = rate * _values(records, "live_count") / count
+    replayed_rate = rate * _values(records, "replayed_count") / count
+    span = (float(starts[0]), float(ends[-1]))  # the samples' windows, end to end
+    figures = {
         "percentiles": charts.plot_percentiles(
-            folder / CHART_FILES["percentiles"],
             times,
             _values(records, "live", "p50_ms"),
             _values(records, "live", "p95_ms"),
             _values(records, "live", "p99_ms"),
             target_ms=target_ms,
+            span=span,
             title="End-to-end latency of live points per collected sample",
         ),
-        "throughput": charts.plot_throughput(
-            folder / CHART_FILES["throughput"], edges, _values(records, "messages_per_s"), None
-        ),
+        "throughput": charts.plot_throughput(edges, _values(records, "messages_per_s"), None, span=span),
         "live_vs_replayed": charts.plot_live_vs_replayed(
-            folder / CHART_FILES["live_vs_replayed"],
             target_ms=target_ms,
             edges=edges,
             live_per_s=np.nan_to_num(live_rate),
             replayed_per_s=np.nan_to_num(replayed_rate),
             window_p95=(times, _values(records, "live", "p95_ms"), _values(records, "replayed", "p95_ms")),
+            span=span,
         ),
     }
+    return {name: charts.save(figure, folder / CHART_FILES[name]) for name, figure in figures.items()}
 
 
 def collected_markdown(
@@ -115,7 +116,7 @@ def collected_markdown(
     for record in over[:50]:
         live = record.get("live", {})
         lines.append(
-            f"| {format_datetime(record['time'])} | {record['count']:,} | {record['messages_per_s']:.1f} | "
+            f"| {format_datetime(record['time'])} | {record['count']:,} | {format_rate(record['messages_per_s'])} | "
             f"{format_ms(live.get('p50_ms'))} | {format_ms(live.get('p95_ms'))} | {format_ms(live.get('p99_ms'))} | "
             f"{record.get('replayed_count', 0):,} |"
         )

@@ -18,7 +18,9 @@ from monitoring.cli_support import (
     console,
     duration_argument,
     format_datetime,
+    format_duration,
     format_ms,
+    format_rate,
     load_tool_settings,
     print_json,
     progress,
@@ -29,7 +31,6 @@ from monitoring.cli_support import (
 )
 from monitoring.collected import load_collected
 from monitoring.collected_report import collected_markdown, collected_summary, draw_collected_charts, select_records
-from monitoring.latency import choose_window_s
 from monitoring.report import MARKDOWN_FILE, build_store_report, draw_store_charts, store_markdown
 from rtds.settings import Settings
 from rtds.store import open_store
@@ -59,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="most points drawn in scatter and box plots; statistics always use every point (default 50000)",
     )
     parser.add_argument(
-        "--window", type=duration_argument, help="width of the windows over time (default: about 120 windows)"
+        "--window",
+        type=duration_argument,
+        help="width of the windows over time (default: about 120 windows over the time the points cover)",
     )
     parser.add_argument(
         "--gap",
@@ -83,13 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.source == "collected":
         result = run_collected(settings, Path(args.input or settings.latency_data_path), since, until, folder)
     else:
-        window_s = args.window or choose_window_s(until - since)
         result = run_store(
             settings,
             since,
             until,
             folder,
-            window_s=window_s,
+            window_s=args.window,
             gap_s=args.gap,
             sample_limit=args.sample_limit,
             show=not args.json,
@@ -115,7 +117,7 @@ def run_store(
     until: float,
     folder: Path,
     *,
-    window_s: float,
+    window_s: float | None,
     gap_s: float,
     sample_limit: int,
     show: bool = True,
@@ -182,7 +184,8 @@ def print_summary(result: dict[str, Any]) -> None:
             f"[bold]Latency {format_datetime(result['start'])} → {format_datetime(result['end'])}[/] ({result['backend']})"
         )
         out.print(
-            f"  {overall['count']:,} points ({overall['live_count']:,} live, {overall['replayed_count']:,} replayed), {overall['messages_per_s']:.1f} msg/s"
+            f"  {overall['count']:,} points ({overall['live_count']:,} live, {overall['replayed_count']:,} replayed) "
+            f"covering {format_duration(result['covered']['duration_s'])}, {format_rate(overall['messages_per_s'])} msg/s"
         )
         out.print(
             f"  live      P50 {format_ms(live['p50_ms'])}  P95 {format_ms(live['p95_ms'])}  P99 {format_ms(live['p99_ms'])}  max {format_ms(live['max_ms'])}"

@@ -21,6 +21,7 @@ from monitoring.cli_support import (
     format_datetime,
     format_duration,
     format_ms,
+    format_rate,
     format_time,
     load_tool_settings,
     print_json,
@@ -140,8 +141,8 @@ def print_summary(result: dict[str, Any]) -> None:
             f"store delay P95 {format_ms(spike['store_delay_p95_ms'])} (normally {format_ms(spike['baseline_store_delay_p95_ms'])})"
         )
         out.print(
-            f"  throughput: {spike['published_per_s']:.1f} msg/s published, {spike['stored_per_s']:.1f} msg/s stored "
-            f"(normally {spike['baseline_per_s']:.1f} msg/s)"
+            f"  throughput: {format_rate(spike['published_per_s'])} msg/s published, "
+            f"{format_rate(spike['stored_per_s'])} msg/s stored (normally {format_rate(spike['baseline_per_s'])} msg/s)"
         )
         for note in spike["notes"]:
             out.print(f"  note: {note}")

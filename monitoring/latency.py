@@ -12,6 +12,7 @@ does not show up as a live latency problem.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ PERCENTILES = (50.0, 95.0, 99.0)
 # The seed's targets besides P95, whose target is a setting (LATENCY_TARGET_P95_MS).
 SEED_TARGET_P50_MS = 500.0
 SEED_TARGET_P99_MS = 3000.0
+
+Span = tuple[float, float]  # (first, last) Unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +70,7 @@ class LatencySummary:
     receive: DelayStats
     store: DelayStats
     target_p95_ms: float
-
-    @property
-    def messages_per_s(self) -> float:
-        return self.count / (self.end - self.start) if self.end > self.start else 0.0
+    messages_per_s: float | None  # over the time the points cover (see rate_over_covered_span)
 
     @property
     def compliant(self) -> bool | None:
@@ -102,8 +102,11 @@ class LatencySummary:
         }
 
 
-def summarize(samples: SampleSet, start: float, end: float, target_p95_ms: float) -> LatencySummary:
-    """Statistics of `samples` (already limited to [start, end))."""
+def summarize(
+    samples: SampleSet, start: float, end: float, target_p95_ms: float, *, covered: Span | None = None
+) -> LatencySummary:
+    """Statistics of `samples` (already limited to [start, end)). The rate is over the part of
+    [start, end) that `covered` spans (default: from the first to the last of these points)."""
     end_to_end = samples.end_to_end_s
     replayed = samples.replayed
     return LatencySummary(
@@ -117,6 +120,7 @@ def summarize(samples: SampleSet, start: float, end: float, target_p95_ms: float
         receive=describe(samples.receive_delay_s),
         store=describe(samples.store_delay_s),
         target_p95_ms=target_p95_ms,
+        messages_per_s=rate_over_covered_span(samples.time, start, end, covered=covered),
     )
 
 
@@ -131,15 +135,20 @@ def window_edges(start: float, end: float, width_s: float) -> np.ndarray:
 def summarize_windows(
     samples: SampleSet, start: float, end: float, width_s: float, target_p95_ms: float
 ) -> list[LatencySummary]:
-    """One summary per window of device time, empty windows included (count 0)."""
+    """One summary per window of device time, empty windows included (count 0). The last window also
+    holds the points at `end`, so windows over a data span [first, last] hold every point. Each window's
+    rate is over the part of it that all the samples cover, so a window the data half fills is not halved."""
     edges = window_edges(start, end, width_s)
     bounds = np.searchsorted(samples.time, edges, side="left")
+    bounds[-1] = np.searchsorted(samples.time, edges[-1], side="right")
+    covered = covered_span(samples.time)
     return [
         summarize(
             samples.select(slice(int(bounds[i]), int(bounds[i + 1]))),
             float(edges[i]),
             float(edges[i + 1]),
             target_p95_ms,
+            covered=covered,
         )
         for i in range(len(edges) - 1)
     ]
@@ -158,12 +167,57 @@ def summarize_devices(samples: SampleSet, target_p95_ms: float, start: float, en
     return dict(sorted(result.items()))
 
 
-def rate_per_window(times: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Events per second in each window between `edges` (NaN times are left out)."""
+def covered_span(times: np.ndarray) -> Span | None:
+    """(first, last) of the finite `times`; None when there is none."""
     finite = times[np.isfinite(times)]
-    counts, _ = np.histogram(finite, bins=edges)
-    widths = np.diff(edges)
-    return counts / np.where(widths > 0, widths, 1.0)
+    if finite.size == 0:
+        return None
+    return float(finite.min()), float(finite.max())
+
+
+def counts_over_covered_span(
+    times: np.ndarray, edges: np.ndarray, *, covered: Span | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(events, seconds) of each window [edges[i], edges[i+1]) within the covered span: from the first
+    event time up to the last (or `covered`), the last excluded, so n evenly spaced events over a span
+    count n - 1 intervals in it. NaN times are left out."""
+    finite = np.sort(times[np.isfinite(times)])
+    span = covered if covered is not None else covered_span(finite)
+    if span is None:
+        return np.zeros(edges.size - 1, dtype=np.int64), np.zeros(edges.size - 1)
+    low = np.maximum(edges[:-1], span[0])
+    high = np.minimum(edges[1:], span[1])
+    seconds = np.maximum(high - low, 0.0)
+    counts = np.searchsorted(finite, high, side="left") - np.searchsorted(finite, low, side="left")
+    return np.where(seconds > 0, counts, 0), seconds
+
+
+def rates_over_covered_span(times: np.ndarray, edges: np.ndarray, *, covered: Span | None = None) -> np.ndarray:
+    """Events per second in each window between `edges`, over the part of the window that the events
+    cover (see counts_over_covered_span): six minutes of points in a 16 h period give the rate of those
+    six minutes, not their count spread over 16 h. A window the events do not cover is NaN."""
+    counts, seconds = counts_over_covered_span(times, edges, covered=covered)
+    rates = np.full(seconds.size, np.nan)
+    np.divide(counts, seconds, out=rates, where=seconds > 0)
+    return rates
+
+
+def rate_over_covered_span(
+    times: np.ndarray, start: float = -math.inf, end: float = math.inf, *, covered: Span | None = None
+) -> float | None:
+    """Events per second over the part of [start, end) the events cover; None when they cover no time
+    (no event, or all at one instant)."""
+    [rate] = rates_over_covered_span(times, np.array([start, end], dtype=np.float64), covered=covered)
+    return float(rate) if np.isfinite(rate) else None
+
+
+def data_windows(span: Span | None, width_s: float | None, *, since: float, until: float) -> tuple[float, np.ndarray]:
+    """(width, edges) of windows that tile the data's span [first, last], `width_s` wide (default: about
+    120 windows over the span; the last may be shorter), so the data covers every window whole.
+    Without data, the windows of [since, until)."""
+    first, last = span if span is not None else (since, until)
+    width = width_s or choose_window_s(last - first)
+    return width, window_edges(first, last, width)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from monitoring.cli_support import (
     format_datetime,
     format_duration,
     format_ms,
+    format_rate,
     load_tool_settings,
     print_json,
     read_samples_with_progress,
@@ -152,7 +153,8 @@ def print_summary(result: dict[str, Any]) -> None:
         f"({format_duration(result['end'] - result['start'])}, {result['backend']})"
     )
     out.print(
-        f"  {latency['count']:,} points, {latency['messages_per_s']:.1f} msg/s, {latency['replayed_count']:,} replayed"
+        f"  {latency['count']:,} points, {format_rate(latency['messages_per_s'])} msg/s over the time they cover, "
+        f"{latency['replayed_count']:,} replayed"
     )
     table = Table(show_edge=False)
     for column in ("", "points", "min", "avg", "P50", "P95", "P99", "max"):

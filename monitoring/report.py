@@ -8,21 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from monitoring import charts
-from monitoring.cli_support import format_datetime, format_duration, format_ms, format_time
+from monitoring.cli_support import format_datetime, format_duration, format_ms, format_rate, format_time
 from monitoring.latency import (
     SEED_TARGET_P50_MS,
     SEED_TARGET_P99_MS,
     DelayStats,
     Gap,
     LatencySummary,
+    Span,
+    covered_span,
+    data_windows,
     find_gaps,
-    rate_per_window,
+    rates_over_covered_span,
     summarize,
     summarize_devices,
     summarize_windows,
-    window_edges,
 )
 from monitoring.samples import SampleSet
 from monitoring.spikes import Spike, find_spikes
@@ -41,6 +44,7 @@ MARKDOWN_FILE = "latency_report.md"
 class StoreReport:
     since: float
     until: float
+    covered: Span  # first and last device time of the points: what the charts and rates are over
     backend: str
     window_s: float
     overall: LatencySummary
@@ -63,6 +67,11 @@ class StoreReport:
             "backend": self.backend,
             "start": self.since,
             "end": self.until,
+            "covered": {
+                "start": self.covered[0],
+                "end": self.covered[1],
+                "duration_s": round(self.covered[1] - self.covered[0], 3),
+            },
             "window_s": self.window_s,
             "overall": self.overall.as_dict(),
             "gaps": [gap.as_dict() for gap in self.gaps],
@@ -81,30 +90,38 @@ def build_store_report(
     *,
     backend: str,
     target_p95_ms: float,
-    window_s: float,
+    window_s: float | None,
     gap_s: float,
     sample_limit: int,
 ) -> StoreReport:
-    edges = window_edges(since, until, window_s)
+    """The report of `samples` (not empty) over [since, until). Windows and rates are over the time
+    the points cover, so six minutes of data in a 16 h period are reported as six minutes; `window_s`
+    defaults to about 120 windows over that time."""
+    covered = covered_span(samples.time)
+    if covered is None:
+        raise ValueError("a report needs at least one point")
+    width_s, edges = data_windows(covered, window_s, since=since, until=until)
+    start, end = covered
     gaps = find_gaps(samples.receive, gap_s)
     latency_ms = samples.end_to_end_s * 1000
     return StoreReport(
         since=since,
         until=until,
+        covered=covered,
         backend=backend,
-        window_s=window_s,
+        window_s=width_s,
         overall=summarize(samples, since, until, target_p95_ms),
-        windows=summarize_windows(samples, since, until, window_s, target_p95_ms),
+        windows=summarize_windows(samples, start, end, width_s, target_p95_ms),
         devices=summarize_devices(samples, target_p95_ms, since, until),
         gaps=gaps,
         spikes=find_spikes(
-            samples, since, until, threshold_ms=target_p95_ms, window_s=window_s, gaps=gaps, target_p95_ms=target_p95_ms
+            samples, start, end, threshold_ms=target_p95_ms, window_s=width_s, gaps=gaps, target_p95_ms=target_p95_ms
         ),
         edges=edges,
-        produced_per_s=rate_per_window(samples.time, edges),
-        stored_per_s=rate_per_window(samples.write, edges),
-        live_per_s=rate_per_window(samples.time[~samples.replayed], edges),
-        replayed_per_s=rate_per_window(samples.time[samples.replayed], edges),
+        produced_per_s=rates_over_covered_span(samples.time, edges),
+        stored_per_s=rates_over_covered_span(samples.write, edges),
+        live_per_s=rates_over_covered_span(samples.time[~samples.replayed], edges, covered=covered),
+        replayed_per_s=rates_over_covered_span(samples.time[samples.replayed], edges, covered=covered),
         drawn=_drawn(samples, sample_limit),
         sample_limit=sample_limit,
         all_latency_ms=(latency_ms[~samples.replayed], latency_ms[samples.replayed]),
@@ -127,9 +144,12 @@ def _spread(index: np.ndarray, keep: int) -> np.ndarray:
     return index[np.linspace(0, index.size - 1, num=keep).astype(np.int64)]
 
 
-def draw_store_charts(report: StoreReport, folder: Path) -> dict[str, Path]:
+def store_figures(report: StoreReport) -> dict[str, Figure]:
+    """The report's charts as laid-out figures, by CHART_FILES name (save them with charts.save)."""
     target = report.overall.target_p95_ms
-    mids = np.array([(w.start + w.end) / 2 for w in report.windows])
+    first, last = report.covered
+    # Each window's dot sits in the middle of the part of it the data covers, inside the time axis.
+    mids = np.array([(max(w.start, first) + min(w.end, last)) / 2 for w in report.windows])
     live = [w.live for w in report.windows]
     drawn = report.drawn
     latency_ms = drawn.end_to_end_s * 1000
@@ -140,38 +160,39 @@ def draw_store_charts(report: StoreReport, folder: Path) -> dict[str, Path]:
     replayed_p95 = {name: s.replayed.p95_ms for name, s in report.devices.items() if s.replayed.p95_ms is not None}
     return {
         "percentiles": charts.plot_percentiles(
-            folder / CHART_FILES["percentiles"],
             mids,
             _column(live, "p50_ms"),
             _column(live, "p95_ms"),
             _column(live, "p99_ms"),
             target_ms=target,
+            span=report.covered,
             gaps=report.gaps,
-            title=f"End-to-end latency of live points per {report.window_s:g} s window",
+            title=f"End-to-end latency of live points per {charts.width_label(report.window_s)} window",
         ),
-        "distribution": charts.plot_distribution(
-            folder / CHART_FILES["distribution"], *report.all_latency_ms, target_ms=target
-        ),
-        "devices": charts.plot_device_boxes(
-            folder / CHART_FILES["devices"], live_by_device, target_ms=target, replayed_p95_ms=replayed_p95
-        ),
+        "distribution": charts.plot_distribution(*report.all_latency_ms, target_ms=target),
+        "devices": charts.plot_device_boxes(live_by_device, target_ms=target, replayed_p95_ms=replayed_p95),
         "throughput": charts.plot_throughput(
-            folder / CHART_FILES["throughput"],
             report.edges,
             report.produced_per_s,
             report.stored_per_s,
+            span=report.covered,
+            window_s=report.window_s,
             gaps=report.gaps,
         ),
         "live_vs_replayed": charts.plot_live_vs_replayed(
-            folder / CHART_FILES["live_vs_replayed"],
             target_ms=target,
             edges=report.edges,
             live_per_s=report.live_per_s,
             replayed_per_s=report.replayed_per_s,
             points=(drawn.time, latency_ms, drawn.replayed),
+            span=report.covered,
             gaps=report.gaps,
         ),
     }
+
+
+def draw_store_charts(report: StoreReport, folder: Path) -> dict[str, Path]:
+    return {name: charts.save(figure, folder / CHART_FILES[name]) for name, figure in store_figures(report).items()}
 
 
 def _column(stats: list[DelayStats], name: str) -> np.ndarray:
@@ -180,15 +201,17 @@ def _column(stats: list[DelayStats], name: str) -> np.ndarray:
 
 def store_markdown(report: StoreReport, chart_paths: dict[str, Path], *, store_label: str) -> str:
     overall = report.overall
+    first, last = report.covered
     lines = [
         "# Latency report",
         "",
         f"- Period: {format_datetime(report.since)} → {format_datetime(report.until)} "
-        f"({format_duration(report.until - report.since)}), by device time",
+        f"({format_duration(report.until - report.since)}), by device time; the points cover "
+        f"{format_datetime(first)} → {format_datetime(last)} ({format_duration(last - first)})",
         f"- Source: {store_label}; generated {format_datetime(time.time())}",
         f"- Points: {overall.count:,} ({overall.count - overall.replayed_count:,} live, "
         f"{overall.replayed_count:,} replayed from device offline queues), "
-        f"{overall.messages_per_s:.1f} msg/s on average, from {len(report.devices)} device(s)",
+        f"{format_rate(overall.messages_per_s)} msg/s over the time they cover, from {len(report.devices)} device(s)",
         "- Latency = write time − device publish time. Receive delay = collector receive − publish; "
         "store delay = write − collector receive.",
         "",

@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 
 from monitoring.cli_support import clean_number, format_duration, format_ms, format_time
-from monitoring.latency import DelayStats, Gap, LatencySummary, describe, summarize, summarize_windows
+from monitoring.latency import (
+    DelayStats,
+    Gap,
+    LatencySummary,
+    counts_over_covered_span,
+    covered_span,
+    describe,
+    rate_over_covered_span,
+    summarize,
+    summarize_windows,
+)
 from monitoring.samples import SampleSet
 
 REPLAY_DOMINATES = 0.5  # share of replayed points above which a spike is a replay
@@ -47,7 +57,7 @@ class Spike:
     devices_present: int
     baseline_receive: DelayStats
     baseline_store: DelayStats
-    stored_per_s: float
+    stored_per_s: float | None
     baseline_per_s: float
     outage: Gap | None
     cause: str
@@ -111,10 +121,12 @@ def find_spikes(
         first, last = np.searchsorted(samples.time, [start, end])
         calm[first:last] = False
     baseline = samples.select(calm)
-    # Seconds without a spike, counted only where there is data, so an idle start does not dilute the rate.
-    first, last = (float(samples.time[0]), float(samples.time[-1])) if len(samples) else (since, since)
-    calm_seconds = (last - first) - sum(max(0.0, min(end, last) - max(start, first)) for start, end in periods)
-    baseline_per_s = len(baseline) / calm_seconds if calm_seconds > 0 else 0.0
+    # The rate between spikes, over the time the data covers, so an idle start does not dilute it:
+    # the even windows between these edges are the calm ones.
+    edges = np.array([-np.inf, *(bound for period in periods for bound in period), np.inf])
+    counts, seconds = counts_over_covered_span(samples.time, edges)
+    calm_seconds = float(seconds[::2].sum())
+    baseline_per_s = float(counts[::2].sum()) / calm_seconds if calm_seconds > 0 else 0.0
     present = len(samples.devices_present())
     return [
         _explain(samples, start, end, baseline, baseline_per_s, present, gaps, threshold_ms, target_p95_ms)
@@ -134,10 +146,9 @@ def _explain(
     target_p95_ms: float,
 ) -> Spike:
     inside = samples.between(start, end)
-    summary = summarize(inside, start, end, target_p95_ms)
+    summary = summarize(inside, start, end, target_p95_ms, covered=covered_span(samples.time))
     base_receive, base_store = describe(baseline.receive_delay_s), describe(baseline.store_delay_s)
-    written = samples.write[np.isfinite(samples.write)]
-    stored_per_s = float(np.count_nonzero((written >= start) & (written < end))) / (end - start)
+    stored_per_s = rate_over_covered_span(samples.write, start, end)
     devices = _devices_over(inside, threshold_ms)
     outage = _overlapping_gap(gaps, start, end)
     spike = Spike(

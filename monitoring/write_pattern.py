@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from monitoring.cli_support import clean_number, format_duration, format_ms, format_time
-from monitoring.latency import DelayStats, Gap, describe, find_gaps, rate_per_window, window_edges
+from monitoring.latency import (
+    DelayStats,
+    Gap,
+    covered_span,
+    data_windows,
+    describe,
+    find_gaps,
+    rate_over_covered_span,
+    rates_over_covered_span,
+)
 from monitoring.samples import SampleSet
 
 
@@ -29,8 +38,10 @@ class WritePattern:
     intervals: DelayStats  # between consecutive batches
     store_delay: DelayStats
     receive_delay: DelayStats  # live points only
+    window_s: float
     edges: np.ndarray
-    points_per_s: np.ndarray
+    points_per_s: np.ndarray  # per window, over the part of it the writes cover
+    mean_points_per_s: float | None  # over the time the writes cover
     write_gaps: list[Gap]
     receive_gaps: list[Gap]
     bottleneck: str
@@ -49,9 +60,11 @@ class WritePattern:
             "store_delay": self.store_delay.as_dict(),
             "receive_delay": self.receive_delay.as_dict(),
             "points_per_s": {
-                "window_s": clean_number(float(self.edges[1] - self.edges[0])) if self.edges.size > 1 else None,
-                "mean": clean_number(float(self.points_per_s.mean())) if self.points_per_s.size else None,
-                "max": clean_number(float(self.points_per_s.max())) if self.points_per_s.size else None,
+                "window_s": clean_number(self.window_s),
+                "mean": clean_number(self.mean_points_per_s),
+                "max": clean_number(float(np.nanmax(self.points_per_s)))
+                if np.isfinite(self.points_per_s).any()
+                else None,
                 "series": [
                     {"start": clean_number(float(start)), "points_per_s": clean_number(float(rate))}
                     for start, rate in zip(self.edges[:-1], self.points_per_s, strict=True)
@@ -70,12 +83,13 @@ def analyse_writes(
     *,
     batch_size: int,
     flush_interval_ms: int,
-    window_s: float,
+    window_s: float | None,
     gap_s: float,
 ) -> WritePattern:
+    """`window_s` defaults to about 120 windows over the time the writes cover."""
     written = samples.write[np.isfinite(samples.write)]
     batch_times, sizes = np.unique(written, return_counts=True)
-    edges = window_edges(since, until, window_s)
+    width_s, edges = data_windows(covered_span(written), window_s, since=since, until=until)
     intervals = describe(np.diff(batch_times))
     pattern = WritePattern(
         points=len(samples),
@@ -88,8 +102,10 @@ def analyse_writes(
         intervals=intervals,
         store_delay=describe(samples.store_delay_s),
         receive_delay=describe(samples.receive_delay_s[~samples.replayed]),  # replays measure outages
+        window_s=width_s,
         edges=edges,
-        points_per_s=rate_per_window(written, edges),
+        points_per_s=rates_over_covered_span(written, edges),
+        mean_points_per_s=rate_over_covered_span(written),
         write_gaps=find_gaps(batch_times, gap_s),
         receive_gaps=find_gaps(samples.receive, gap_s),
         bottleneck="",
