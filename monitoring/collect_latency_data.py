@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monitoring.cli_support import (
+    ProgressCallback,
     console,
     duration_argument,
     format_datetime,
@@ -40,6 +41,7 @@ from rtds.shutdown import STOP_SIGNALS, StopRequest
 from rtds.store import StoreReader, open_store
 
 PROG = "collect_latency_data"
+PROGRESS_STEP_S = 0.5  # how often a continuous run's progress bar moves between samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Sample end-to-end latency statistics (count, msg/s, min/avg/P50/P95/P99/max, P95 target compliance)\n"
         "from the store and append them to LATENCY_DATA_PATH, keeping LATENCY_RETENTION_DURATION of samples.",
         epilog="Without --continuous, one sample covers the last --duration. With --continuous, one sample of\n"
-        "the last --window is taken every --interval until --duration has passed (Ctrl-C stops early);\n"
-        "the file then keeps at least --duration of samples so the run can be reported.",
+        "the last --window is taken every --interval, and a last one when --duration has passed, so the run\n"
+        "lasts --duration whatever the interval (Ctrl-C stops early); the file then keeps at least --duration\n"
+        "of samples so the run can be reported.",
     )
     parser.add_argument(
         "--duration", type=duration_argument, default=300.0, help="window (once) or run time (--continuous); default 5m"
@@ -110,36 +113,51 @@ def run(
     stop: StopRequest | threading.Event,
     show: bool = True,
 ) -> dict[str, Any]:
+    """One sample of the last `window_s`; or, `continuous`, one every `interval_s` and a last one when
+    `duration_s` has passed (so the run lasts `duration_s` whatever the interval), unless `stop` is set."""
     store = open_store(settings)
     collected: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     started = time.time()
     interrupted = False
+
+    def take_sample(on_progress: ProgressCallback | None = None) -> None:
+        nonlocal kept
+        now = time.time()
+        record = collect_sample(store, settings, now - window_s, now, on_progress=on_progress)
+        collected.append(record)
+        kept = append_collected(output, [record], retention_s=retention_s, now=now)
+
     try:
-        next_at = time.monotonic()
-        deadline = next_at + duration_s
-        while True:
-            now = time.time()
-            with progress(f"reading {format_duration(window_s)} of points", enabled=show and not continuous) as update:
-                record = collect_sample(store, settings, now - window_s, now, on_progress=update)
-            collected.append(record)
-            kept = append_collected(output, [record], retention_s=retention_s, now=now)
-            if show and continuous:
-                console().print(sample_line(record))
-            if not continuous:
-                break
-            next_at += interval_s
-            if next_at > deadline:
-                break
-            if stop.wait(max(0.0, next_at - time.monotonic())):
-                interrupted = True
-                break
+        if not continuous:
+            with progress(f"reading {format_duration(window_s)} of points", enabled=show) as update:
+                take_sample(update)
+        else:
+            with progress(f"sampling every {format_duration(interval_s)}", enabled=show) as update:
+                began = time.monotonic()
+                deadline, next_at = began + duration_s, began
+                while True:
+                    take_sample()
+                    update((time.monotonic() - began) / duration_s, f"{len(collected)} sample(s)")
+                    if show:
+                        console().print(sample_line(collected[-1]))
+                    if time.monotonic() >= deadline:
+                        break
+                    while next_at <= time.monotonic():  # a sample slower than the interval skips a turn
+                        next_at += interval_s
+                    wake = min(next_at, deadline)
+                    while (remaining := wake - time.monotonic()) > 0 and not interrupted:
+                        interrupted = stop.wait(min(remaining, PROGRESS_STEP_S))
+                        update((time.monotonic() - began) / duration_s, f"{len(collected)} sample(s)")
+                    if interrupted:
+                        break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         store.close()
     return {
         "output": str(output),
+        "continuous": continuous,
         "started": started,
         "stopped": time.time(),
         "interrupted": interrupted,
@@ -151,7 +169,7 @@ def run(
 
 
 def collect_sample(
-    store: StoreReader, settings: Settings, since: float, until: float, *, on_progress: Any = None
+    store: StoreReader, settings: Settings, since: float, until: float, *, on_progress: ProgressCallback | None = None
 ) -> dict[str, Any]:
     samples = read_samples(store, since, until, on_progress=on_progress)
     return sample_record(summarize(samples, since, until, settings.latency_target_p95_ms), collected_at=until)
@@ -170,7 +188,7 @@ def sample_line(record: dict[str, Any]) -> str:
 def print_summary(result: dict[str, Any]) -> None:
     out = console()
     samples = result["samples"]
-    if len(samples) == 1:
+    if not result["continuous"] and samples:  # a continuous run printed each sample as it came
         record = samples[0]
         out.print(f"[bold]Latency {format_datetime(record['start'])} → {format_time(record['end'])}[/]")
         out.print(sample_line(record))
@@ -178,7 +196,8 @@ def print_summary(result: dict[str, Any]) -> None:
     judged = sum(1 for s in samples if s["compliant"] is not None)
     stopped = " (stopped early)" if result["interrupted"] else ""
     out.print(
-        f"{len(samples)} sample(s) collected{stopped}; {compliant}/{judged} had a live P95 under "
+        f"{len(samples)} sample(s) collected over {format_duration(result['stopped'] - result['started'])}{stopped}; "
+        f"{compliant}/{judged} had a live P95 under "
         f"{format_ms(samples[0]['target_p95_ms']) if samples else '-'}; "
         f"{result['samples_in_file']} kept in {result['output']} (retention {format_duration(result['retention_s'])})"
     )

@@ -194,6 +194,42 @@ def test_collect_continuous_stops_cleanly_on_ctrl_c(scenario: Scenario, tmp_path
     assert "stopped early" in out and f"kept in {output}" in out
 
 
+@pytest.mark.parametrize(("interval", "at_least"), [("700ms", 5), (None, 2)])
+def test_collect_continuous_samples_until_its_duration_has_passed(
+    scenario: Scenario, tmp_path: Path, interval: str | None, at_least: int
+) -> None:
+    """With an interval that does not divide the duration, or the default LATENCY_COLLECT_INTERVAL
+    (here 5 s) longer than it, the run still lasts --duration and prints each sample once."""
+    duration_s = 3.0
+    output = tmp_path / "run.json"
+    settings = scenario.settings.with_overrides(latency_collect_interval=5)
+    began = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "monitoring/collect_latency_data.py",
+            *("--continuous", "--duration", f"{duration_s:g}s", "--window", "2m"),
+            *(("--interval", interval) if interval else ()),
+            *("--output", str(output), "--env-file", str(scenario.env_file)),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - began
+    assert completed.returncode == 0, completed.stderr
+    samples = json.loads(output.read_text())["samples"]
+    assert len(samples) >= at_least and all(s["count"] > 0 for s in samples)
+    # From the first sample to the last, the run spans the duration: not less, and not an interval more.
+    assert duration_s - 0.01 <= samples[-1]["time"] - samples[0]["time"] < duration_s + 1.0
+    assert took >= duration_s
+    printed = [line for line in completed.stdout.splitlines() if " pts " in line]
+    assert len(printed) == len(samples), completed.stdout
+    assert f"{len(samples)} sample(s) collected over 3." in completed.stdout
+
+
 # --- generate_latency_report ---------------------------------------------------------------
 
 
