@@ -38,7 +38,7 @@ PROG = "check_delivery"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "delivery",
         "Per device, compare the expected seq range with the stored seqs: missing ranges, ranges the device's\n"
         "offline queue evicted (from DEVICE_QUEUE_DIR), seqs stored twice (a restarted counter), and the\n"
         "unconfirmed tail the device produced but the store does not have yet. Exit status 1 when anything\n"

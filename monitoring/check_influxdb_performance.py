@@ -37,7 +37,7 @@ PROG = "check_influxdb_performance"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "write-perf",
         "Write pattern of the store (InfluxDB or SQLite, per STORE= or --store), read back from the stored\n"
         "points: points/s over time, batch sizes and intervals (points sharing a write_time are one batch),\n"
         "store delay percentiles, silences, and the bottleneck they point to.",

@@ -20,17 +20,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from monitoring.samples import SampleSet, read_samples
+from rtds.cli import command_prog
 from rtds.errors import ConfigError
 from rtds.logs import configure_logging
-from rtds.settings import STORE_NAMES, Settings, load_settings, parse_duration_s
+from rtds.settings import STORE_NAMES, Settings, duration_argument, load_settings
 from rtds.store import StoreReader
 
 ProgressCallback = Callable[[float, str], None]
 
 
-def tool_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+def tool_parser(
+    command: str, description: str, epilog: str | None = None, *, prog: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of the tool `rtds COMMAND` runs; it names itself `rtds COMMAND` there and its script's name
+    when started as a script (or `prog`, when given)."""
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or command_prog(command),
         description=description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,13 +55,6 @@ def add_window_arguments(parser: argparse.ArgumentParser, *, default_duration: s
     )
     parser.add_argument("--start", type=time_argument, help="period start: ISO time (local) or Unix seconds")
     parser.add_argument("--end", type=time_argument, help="period end: ISO time (local) or Unix seconds (default: now)")
-
-
-def duration_argument(text: str) -> float:
-    try:
-        return parse_duration_s(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def time_argument(text: str) -> float:

@@ -46,7 +46,7 @@ PROGRESS_STEP_S = 0.5  # how often a continuous run's progress bar moves between
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "collect-latency",
         "Sample end-to-end latency statistics (count, msg/s, min/avg/P50/P95/P99/max, P95 target compliance)\n"
         "from the store and append them to LATENCY_DATA_PATH, keeping LATENCY_RETENTION_DURATION of samples.",
         epilog="Without --continuous, one sample covers the last --duration. With --continuous, one sample of\n"

@@ -41,7 +41,7 @@ DEFAULT_OUTPUT_DIR = "reports"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "report",
         "Write PNG charts (latency percentiles over time with the P95 target line, histogram/CDF, per-device box\n"
         "plot, throughput, live vs replayed) and a Markdown summary embedding them.",
     )

@@ -22,11 +22,12 @@ COMPONENTS = ("mqtt", "store", "socket", "all")
 
 def build_parser(prog: str = PROG, component: str | None = None) -> argparse.ArgumentParser:
     parser = tool_parser(
-        prog,
+        "check",
         "mqtt:   connect to the broker with the settings (TLS, login), publish to a private topic, receive it back\n"
         "store:  the store's health (SQLite file; InfluxDB ping, with INFLUXDB_URL_FALLBACK)\n"
         "socket: connect to the dashboard's Socket.IO and wait for one latest_data event\n"
         "all:    the three, in that order",
+        prog=prog,
     )
     if component is None:
         parser.add_argument("component", choices=COMPONENTS, help="what to check")

@@ -39,7 +39,7 @@ PROG = "investigate_spike"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "spike",
         "Find the windows whose end-to-end P95 exceeded a threshold and, for each spike, show the devices\n"
         "involved, the share of points replayed from device offline queues, whether the receive delay or\n"
         "the store delay grew, the throughput at the time, and the likely cause.",

@@ -48,7 +48,7 @@ OPTIONAL_CAUSE = "devices do not report it (legacy speed-only payload, or the re
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(
-        PROG,
+        "latency",
         "One snapshot: latency percentiles of the last minutes (live and replayed apart), which expected fields\n"
         "the stored points carry (and the likely cause of each missing one), when each device was last seen,\n"
         "and a verdict. Exit status 1 when the verdict is FAIL.",

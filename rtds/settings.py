@@ -7,6 +7,7 @@ process with a sentence naming the variable and the fix.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -36,6 +37,14 @@ def parse_duration_s(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration; use a number and a unit, e.g. 500ms, 10s, 5m, 16h, 7d")
     return int(match.group(1)) * DURATION_UNITS_S[match.group(2)]
+
+
+def duration_argument(text: str) -> float:
+    """parse_duration_s as an argparse type: a bad duration is a usage error naming the accepted forms."""
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bool(text: str) -> bool:

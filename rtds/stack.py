@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from monitoring.cli_support import duration_argument
 from rtds import mqtt
 from rtds.broker import PROJECT_ROOT, SHIPPED_CONFIG, MosquittoBroker, find_mosquitto, install_hint, port_open
 from rtds.errors import ConfigError, StoreError, StoreMisconfigured
 from rtds.logs import configure_logging
-from rtds.settings import Settings, load_settings
+from rtds.settings import Settings, duration_argument, load_settings
 from rtds.store import open_store
 from rtds.testkit import ServiceProcess
 

@@ -13,14 +13,6 @@ from rtds.broker import PROJECT_ROOT
 from rtds.cli import COMMANDS
 from rtds.cli import main as rtds_main
 
-
-def _named_elsewhere(owner: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"{owner} names its parser with a fixed prog; the fix is prog=rtds.cli.command_prog(<command>)",
-    )
-
-
 # (the seed's script path, the rtds command that runs the same code)
 SCRIPTS = [
     ("devices/device_simulator.py", "device"),
@@ -28,12 +20,12 @@ SCRIPTS = [
     ("collector/mqtt_collector.py", "collector"),
     ("collector/device_status_api.py", "device-status"),
     ("dashboard/app.py", "dashboard"),
-    pytest.param("monitoring/monitor_latency.py", "latency", marks=_named_elsewhere("monitoring/")),
-    pytest.param("monitoring/collect_latency_data.py", "collect-latency", marks=_named_elsewhere("monitoring/")),
-    pytest.param("monitoring/generate_latency_report.py", "report", marks=_named_elsewhere("monitoring/")),
-    pytest.param("monitoring/investigate_spike.py", "spike", marks=_named_elsewhere("monitoring/")),
-    pytest.param("monitoring/check_influxdb_performance.py", "write-perf", marks=_named_elsewhere("monitoring/")),
-    pytest.param("monitoring/check_delivery.py", "delivery", marks=_named_elsewhere("monitoring/")),
+    ("monitoring/monitor_latency.py", "latency"),
+    ("monitoring/collect_latency_data.py", "collect-latency"),
+    ("monitoring/generate_latency_report.py", "report"),
+    ("monitoring/investigate_spike.py", "spike"),
+    ("monitoring/check_influxdb_performance.py", "write-perf"),
+    ("monitoring/check_delivery.py", "delivery"),
     ("monitoring/check_mqtt_connection.py", "check"),
     ("monitoring/check_influxdb_connection.py", "check"),
     ("monitoring/check_socket.py", "check"),
