@@ -14,7 +14,8 @@ socket must not be read and written from two threads at once):
 - SUBSCRIBE at QoS 1; PUBLISH in at QoS 0 and 1; PUBACK out, only on the connection that delivered
   the message (a packet id names a message only there; see `ack`);
 - PINGREQ keep-alive, dropping a connection whose broker stops answering;
-- reconnection with backoff from 1 s to 30 s, from the very first attempt; DISCONNECT on stop.
+- reconnection from the very first attempt, when rtds.mqtt.ReconnectPolicy says (the next node at
+  once; a wait only after a whole round of nodes, or the one broker, failed); DISCONNECT on stop.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class SubscriberSession:
     # --- the session's thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        delay_s = mqtt.RECONNECT_MIN_DELAY_S
+        policy = mqtt.ReconnectPolicy(len(self._brokers))
         while not self._stopping.is_set():
             try:
                 sock, session_present, leftover = self._connect()
@@ -177,7 +178,7 @@ class SubscriberSession:
                 self._notify(self._listener.on_unreachable, describe_failure(exc, self._settings, self.broker))
                 self._next_broker()
             else:
-                delay_s = mqtt.RECONNECT_MIN_DELAY_S
+                policy.connected(time.monotonic())
                 reason = self._serve(sock, session_present, leftover)
                 with self._lock:
                     self._connection += 1
@@ -190,23 +191,18 @@ class SubscriberSession:
                     continue
                 if reason is not None:
                     self._notify(self._listener.on_lost, reason, acks_unsent)
-                    if self._next_broker():
-                        continue  # another node, at once: the session lives in the cluster, not in the dead node
-            if self._stopping.wait(delay_s):
+                    self._next_broker()  # the session lives in the cluster, not in the node that dropped it
+            if self._stopping.wait(policy.failed(time.monotonic())):
                 return
-            delay_s = min(delay_s * 2, mqtt.RECONNECT_MAX_DELAY_S)
 
     @property
     def broker(self) -> tuple[str, int]:
         """(host, port) of the broker node this session is connected to, or will try next."""
         return self._brokers[self._broker_index]
 
-    def _next_broker(self) -> bool:
-        """Move on to the next node of MQTT_BROKER_FALLBACK_HOSTS; False when there is only one broker."""
-        if len(self._brokers) == 1:
-            return False
+    def _next_broker(self) -> None:
+        """Move on to the next node of MQTT_BROKER_FALLBACK_HOSTS (with one broker, stay)."""
         self._broker_index = (self._broker_index + 1) % len(self._brokers)
-        return True
 
     def _connect(self) -> tuple[socket.socket, bool, bytes]:
         """TCP, TLS, CONNECT and CONNACK; (socket, session present, bytes read past the CONNACK)."""

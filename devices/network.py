@@ -8,10 +8,10 @@ of 1024 and above, and each client holds three (its socket and a wake-up pair). 
 
 `SelectorNetwork` drives every client from the `DeviceLoop` thread with `selectors` (epoll) and
 paho's external-loop API (`loop_read`, `loop_write`, `loop_misc` and the socket callbacks). It
-reconnects with exponential backoff and jitter (so 1,000 clients do not reconnect in step after
-a broker restart), making the blocking TCP/TLS connects in a few worker threads so that an
-unreachable broker never stalls the loop. Paho's socket callbacks may fire in those workers, so
-they only post events, which the loop thread applies to the selector in order.
+reconnects when the client's `rtds.mqtt.ReconnectPolicy` says, with jitter on each wait (so 1,000
+clients do not reconnect in step after a broker restart), making the blocking TCP/TLS connects in a
+few worker threads so that an unreachable broker never stalls the loop. Paho's socket callbacks may
+fire in those workers, so they only post events, which the loop thread applies to the selector in order.
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def _drain(sock: socket.socket) -> None:
 @dataclass(eq=False)
 class _Link:
     client: paho.Client
+    policy: mqtt.ReconnectPolicy
     sock: Any = None
     writing: bool = False
-    delay_s: float = 0.0
     connecting: bool = False
     stopped: bool = False
     handle: int = field(default_factory=itertools.count().__next__)
@@ -121,17 +121,8 @@ class _Link:
 class SelectorNetwork:
     """Every client's I/O in the calling thread; connects in worker threads."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        min_delay_s: float = mqtt.RECONNECT_MIN_DELAY_S,
-        max_delay_s: float = mqtt.RECONNECT_MAX_DELAY_S,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self.min_delay_s = min_delay_s
-        self.max_delay_s = max_delay_s
         self._rng = rng or random.Random()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -153,7 +144,11 @@ class SelectorNetwork:
 
     def start(self, client: paho.Client) -> None:
         self._loop_thread = threading.get_ident()
-        link = _Link(client)
+        if isinstance(client, mqtt.PolicyClient):
+            policy = client.reconnect_policy
+        else:
+            policy = mqtt.ReconnectPolicy(len(self.settings.mqtt_brokers))
+        link = _Link(client, policy)
         self._links[client] = link
         client.on_socket_open = lambda c, u, sock: self._post("open", link, sock)
         client.on_socket_close = lambda c, u, sock: self._post("close", link, sock)
@@ -225,7 +220,7 @@ class SelectorNetwork:
             while sock is not None and getattr(sock, "pending", lambda: 0)() > 0 and client.socket() is sock:
                 client.loop_read()
             if client.is_connected():
-                link.delay_s = 0.0
+                link.policy.connected(time.monotonic())
         if mask & selectors.EVENT_WRITE and client.socket() is not None:
             client.loop_write()
 
@@ -264,9 +259,8 @@ class SelectorNetwork:
     def _schedule_reconnect(self, link: _Link) -> None:
         if self._stopping or link.stopped:
             return
-        link.delay_s = self.min_delay_s if not link.delay_s else min(link.delay_s * 2, self.max_delay_s)
-        # Full jitter over the upper half keeps the doubling but spreads a fleet's retries.
-        delay = link.delay_s * self._rng.uniform(0.5, 1.0)
+        # Jitter over the upper half keeps the policy's doubling but spreads a fleet's retries.
+        delay = link.policy.failed(time.monotonic()) * self._rng.uniform(0.5, 1.0)
         heapq.heappush(self._due, (time.monotonic() + delay, link.handle, link))
 
     def _start_due_connects(self, now: float) -> None:

@@ -2,7 +2,9 @@
 
 `make_client` applies the seed's TLS and login variables in one place. It does not connect;
 callers set their callbacks, then call `start(client, settings)`, which connects in the
-background and keeps reconnecting (with backoff) from the very first attempt.
+background and keeps reconnecting from the very first attempt. When to try again is
+`ReconnectPolicy`'s decision, for paho's own thread, the fleet's selector loop
+(devices/network.py) and the collector's intake (collector/intake.py) alike.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from rtds.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30
+RECONNECT_MIN_DELAY_S = 1.0
+RECONNECT_MAX_DELAY_S = 30.0  # one broker
+CLUSTER_RECONNECT_MAX_DELAY_S = 5.0  # several nodes (MQTT_BROKER_FALLBACK_HOSTS): the wait after a whole round failed
+STABLE_CONNECTION_S = 1.0  # a connection that lasted this long starts the backoff afresh when it is lost
 
 # CONNACK return codes of MQTT 3.1.1, explained for people.
 CONNACK_EXPLANATIONS = {
@@ -33,6 +38,76 @@ CONNACK_EXPLANATIONS = {
 }
 
 _insecure_warned = False
+
+
+class ReconnectPolicy:
+    """How long a client waits before its next connection attempt, after a failed one or a lost connection.
+
+    With one broker: 1, 2, 4 ... 30 s. With several nodes every attempt goes to the next one
+    (`follow_brokers`), and a node that is dead or failed is no reason to wait before asking the next:
+    the next node is tried at once, and only when a whole round of nodes has failed does the client
+    wait, 1, 2, 4, then 5 s per round. A connection that lasted STABLE_CONNECTION_S starts afresh; one
+    lost sooner counts as a failed attempt, so a broker that accepts and then drops a client (two
+    clients sharing a client id take each other's session over) is not asked again in a tight loop.
+    """
+
+    def __init__(self, nodes: int) -> None:
+        self.nodes = max(1, nodes)
+        self.failures = 0  # failed attempts and short-lived connections since the last stable connection
+        self._connected_at: float | None = None
+
+    def connected(self, now: float) -> None:
+        """A CONNACK accepted the connection (calling it again for the same connection changes nothing)."""
+        if self._connected_at is None:
+            self._connected_at = now
+
+    def failed(self, now: float) -> float:
+        """An attempt failed or the connection was lost: the seconds to wait before the next attempt."""
+        if self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_S:
+            self.failures = 0
+        self._connected_at = None
+        self.failures += 1
+        if self.nodes == 1:
+            return min(RECONNECT_MIN_DELAY_S * 2 ** (self.failures - 1), RECONNECT_MAX_DELAY_S)
+        if self.failures % self.nodes:
+            return 0.0
+        rounds = self.failures // self.nodes
+        return min(RECONNECT_MIN_DELAY_S * 2 ** (rounds - 1), CLUSTER_RECONNECT_MAX_DELAY_S)
+
+
+class PolicyClient(paho.Client):
+    """paho's client, waiting between connection attempts as its `ReconnectPolicy` says.
+
+    paho's own delay doubles from the last success whichever node failed, so a client going round a
+    cluster waited 1, 2, 4, 8 s between nodes (DEPLOYMENT.md, "A node dies"). paho's loop (`loop_start`,
+    `loop_forever`) calls `_reconnect_wait` between attempts, whatever ended the last one, and
+    `_handle_connack` for the broker's answer. The wait itself stays paho's, which ends early on
+    `disconnect()` and `loop_stop()`. Clients driven by another loop (devices/network.py) use
+    `reconnect_policy` directly.
+    """
+
+    def __init__(self, *args: Any, reconnect_policy: ReconnectPolicy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reconnect_policy = reconnect_policy
+        self._attempted = False
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._attempted = True
+        return super().reconnect()
+
+    def _handle_connack(self) -> MQTTErrorCode:
+        result = super()._handle_connack()
+        if self.is_connected():
+            self.reconnect_policy.connected(time.monotonic())
+        return result
+
+    def _reconnect_wait(self) -> None:
+        if not self._attempted:
+            return  # after a failed first connect paho's loop asks twice; the policy answers once per attempt
+        self._attempted = False
+        delay_s = self.reconnect_policy.failed(time.monotonic())
+        self.reconnect_delay_set(delay_s, delay_s)  # paho's next wait is its minimum
+        super()._reconnect_wait()
 
 
 def make_client(
@@ -48,15 +123,15 @@ def make_client(
 
     `will` is (topic, payload) for a retained QoS 1 Last Will.
     """
-    client = paho.Client(
+    client = PolicyClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean_session,
         protocol=paho.MQTTv311,
         manual_ack=manual_ack,
+        reconnect_policy=ReconnectPolicy(len(settings.mqtt_brokers)),
     )
     client.max_inflight_messages_set(max_inflight)
-    client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password or None)
     if settings.mqtt_use_tls:
