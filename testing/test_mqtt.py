@@ -27,8 +27,8 @@ def waits(policy: mqtt.ReconnectPolicy, failures: int, now: float = 0.0) -> list
     return [policy.failed(now) for _ in range(failures)]
 
 
-def test_with_one_broker_the_wait_doubles_from_1_s_up_to_30_s() -> None:
-    assert waits(mqtt.ReconnectPolicy(1), 7) == [1, 2, 4, 8, 16, 30, 30]
+def test_with_one_broker_the_wait_doubles_from_1_s_up_to_10_s() -> None:
+    assert waits(mqtt.ReconnectPolicy(1), 7) == [1, 2, 4, 8, 10, 10, 10]
 
 
 def test_with_several_nodes_the_next_is_tried_at_once_and_only_a_whole_failed_round_waits_up_to_5_s() -> None:
