@@ -502,6 +502,7 @@ def test_the_page_works_on_a_phone(live_stack: LiveStack, browser_page: PageWatc
     wait_for_cards(page, FLEET)
     tick = page.evaluate("() => rtdsDashboard.stats.lastTick")
     page.wait_for_function("t => rtdsDashboard.stats.lastTick >= t + 2", arg=tick, timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#stat-rate').textContent !== '–'", timeout=15_000)
     save_screenshot(page, "dashboard-phone", publish=True)  # the first screen, for the README
     save_screenshot(page, "dashboard-phone-full", full_page=True)  # every card and the table, to look at
     buttons = page.evaluate(
