@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness import bench_settings, drain_leftovers, fresh_dir, ratio, start_broker, start_service, target
 from bench.measurement import sqlite_count
 from rtds.schema import data_topic
-from rtds.testkit import wait_until
+from rtds.testkit import publish_all, wait_until
 
 COLLECTOR_SCRIPT = "collector/mqtt_collector.py"
 FULL = {"messages": 100_000}
@@ -78,20 +76,6 @@ def _messages(count: int, *, poisoned: bool) -> list[tuple[str, bytes]]:
     return messages
 
 
-def _publish(host: str, port: int, messages: list[tuple[str, bytes]]) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-poison-{time.monotonic_ns()}")
-    client.max_inflight_messages_set(100)
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(60)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def _drain(workdir: Path, count: int, *, poisoned: bool) -> dict[str, Any]:
     workdir = fresh_dir(workdir)
     broker = start_broker(workdir, "broker")
@@ -102,7 +86,7 @@ def _drain(workdir: Path, count: int, *, poisoned: bool) -> dict[str, Any]:
         prime = start_service(COLLECTOR_SCRIPT, settings, workdir, "prime")
         wait_until(lambda: "subscribed to" in prime.log_text(), 30, message=prime.log_text)
         prime.terminate()
-        _publish(broker.host, broker.port, messages)
+        publish_all(broker.host, broker.port, messages)
         started = time.monotonic()
         collector = start_service(COLLECTOR_SCRIPT, settings, workdir, "collector")
 

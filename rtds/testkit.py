@@ -41,6 +41,47 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def puback_received(info: paho.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged this message.
+
+    paho's `is_published()` raises for a message first queued while disconnected, even after paho sent
+    it on reconnect and the PUBACK came; `_published` is the flag it would have returned.
+    """
+    try:
+        return info.is_published()
+    except RuntimeError:
+        with info._condition:
+            return info._published
+
+
+def publish_all(
+    host: str, port: int, messages: Iterable[tuple[str, bytes]], *, window: int = 500, timeout_s: float = 60.0
+) -> list[paho.MQTTMessageInfo]:
+    """Publish at QoS 1 from one client, at most `window` unacknowledged, and wait for every PUBACK.
+
+    The window also keeps paho under its 65,535 outstanding messages, past which it refuses a publish
+    (MQTT_ERR_QUEUE_SIZE).
+    """
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"publisher-{time.monotonic_ns()}")
+    client.max_inflight_messages_set(window)
+    client.connect(host, port)
+    client.loop_start()
+    infos: list[paho.MQTTMessageInfo] = []
+    try:
+        for topic, payload in messages:
+            if len(infos) >= window:
+                wait_until(lambda: puback_received(infos[-window]), timeout_s, interval_s=0.001, message="a PUBACK")
+            info = client.publish(topic, payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise RuntimeError(f"paho refused a publish to {topic}: {paho.error_string(info.rc)}")
+            infos.append(info)
+        wait_until(lambda: all(puback_received(info) for info in infos), timeout_s, message="every PUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return infos
+
+
 def isolated_settings(folder: Path, broker: MosquittoBroker | None = None, **overrides: Any) -> Settings:
     """Settings that read no .env, keep every file under `folder` and, given a broker, point at it."""
     values: dict[str, Any] = {

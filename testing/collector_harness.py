@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from rtds.schema import MEASUREMENT, data_topic
 from rtds.settings import Settings
-from rtds.testkit import Received, ServiceProcess, wait_until
+from rtds.testkit import Received, ServiceProcess, puback_received, publish_all, wait_until
 
 Key = tuple[str, int]  # (device_id, seq)
 Spawn = Callable[..., ServiceProcess]
@@ -51,19 +51,6 @@ def reading(device_id: str, seq: int, timestamp: float, **extra: Any) -> dict[st
         "detection_confidence": 0.875,
         **extra,
     }
-
-
-def puback_received(info: paho.MQTTMessageInfo) -> bool:
-    """Whether the broker acknowledged this message.
-
-    paho's `is_published()` raises for a message first queued while disconnected, even after paho sent
-    it on reconnect and the PUBACK came; `_published` is the flag it would have returned.
-    """
-    try:
-        return info.is_published()
-    except RuntimeError:
-        with info._condition:
-            return info._published
 
 
 class DevicePublisher:
@@ -166,24 +153,18 @@ class Fleet:
 
 def publish_backlog(host: str, port: int, count: int, *, devices: int = 10, prefix: str = "backlog_") -> set[Key]:
     """Publish `count` readings at QoS 1 as fast as the broker acknowledges them; return the acked keys."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"backlog-{prefix}-{time.monotonic_ns()}")
-    client.connect(host, port)
-    client.loop_start()
     base_time = time.time()
-    infos: list[tuple[Key, paho.MQTTMessageInfo]] = []
-    try:
-        for index in range(count):
-            device_id = f"{prefix}{index % devices:02d}"
-            seq = index // devices
-            payload = orjson.dumps(reading(device_id, seq, base_time + seq * 0.001))
-            infos.append(((device_id, seq), client.publish(data_topic(device_id), payload, qos=1)))
-            if index % 1000 == 999:
-                wait_until(lambda: puback_received(infos[-1000][1]), 30, interval_s=0.001)
-        wait_until(lambda: all(puback_received(info) for _, info in infos), 60, message="backlog PUBACKs")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return {key for key, _ in infos}
+    keys = [(f"{prefix}{index % devices:02d}", index // devices) for index in range(count)]
+    publish_all(
+        host,
+        port,
+        (
+            (data_topic(device_id), orjson.dumps(reading(device_id, seq, base_time + seq * 0.001)))
+            for device_id, seq in keys
+        ),
+        window=1000,
+    )
+    return set(keys)
 
 
 def mosquitto_pub(port: int, topic: str, payload: bytes) -> None:

@@ -11,22 +11,19 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as paho
 from collector_harness import session_backlog
 from conftest import BrokerFactory
-from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.intake import SubscriberSession
 from collector.mqtt_wire import Delivery
 from rtds.broker import MosquittoBroker
 from rtds.schema import DATA_SUBSCRIPTIONS, data_topic
-from rtds.testkit import isolated_settings, wait_until
+from rtds.testkit import isolated_settings, publish_all, wait_until
 
 
 @dataclass
@@ -81,21 +78,6 @@ def running_session(
         session.stop()
 
 
-def publish(broker: MosquittoBroker, messages: list[tuple[str, bytes]]) -> None:
-    """Publish at QoS 1 and wait for every PUBACK."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"publisher-{time.monotonic_ns()}")
-    client.max_inflight_messages_set(100)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(30)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def numbered(count: int) -> list[tuple[str, bytes]]:
     return [(data_topic(f"v{index % 7}"), f"message {index}".encode()) for index in range(count)]
 
@@ -106,7 +88,7 @@ def test_a_backlog_arrives_whole_and_in_order_and_acking_it_empties_the_session(
     with running_session(broker, tmp_path, "intake-backlog"):
         pass  # the broker now keeps a session for this client id
     sent = numbered(5_000)
-    publish(broker, sent)
+    publish_all(broker.host, broker.port, sent)
 
     with running_session(broker, tmp_path, "intake-backlog") as (session, recorder):
         assert recorder.connected == [True], "the broker resumed the persistent session"
@@ -130,7 +112,7 @@ def test_what_was_not_acked_comes_again_after_a_reconnect_and_old_ids_are_not_ac
 ) -> None:
     broker = start_broker(extra_lines=("log_type debug",))
     with running_session(broker, tmp_path, "intake-redeliver") as (session, recorder):
-        publish(broker, numbered(10))
+        publish_all(broker.host, broker.port, numbered(10))
         wait_until(lambda: len(recorder.deliveries) == 10, 10)
         first = recorder.take()
         assert session.ack(first[:4]) == 0
@@ -154,8 +136,10 @@ def test_a_message_larger_than_one_read_arrives_byte_for_byte(start_broker: Brok
     broker = start_broker(extra_lines=("message_size_limit 2000000",))
     large = os.urandom(1_500_000)  # about six reads of 256 KiB
     with running_session(broker, tmp_path, "intake-large") as (_, recorder):
-        publish(
-            broker, [(data_topic("small"), b"before"), (data_topic("large"), large), (data_topic("small"), b"after")]
+        publish_all(
+            broker.host,
+            broker.port,
+            [(data_topic("small"), b"before"), (data_topic("large"), large), (data_topic("small"), b"after")],
         )
         wait_until(lambda: len(recorder.deliveries) == 3, 20)
         payloads = [payload for _, payload, *_ in recorder.take()]

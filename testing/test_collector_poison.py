@@ -12,25 +12,22 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as paho
 from collector_harness import (
     Key,
     Spawn,
     assert_exactly_once,
     collector_settings,
-    puback_received,
     reading,
     session_backlog,
     start_collector,
     stored_count,
 )
-from paho.mqtt.enums import CallbackAPIVersion
 
 from rtds.broker import MosquittoBroker
 from rtds.schema import data_topic, status_topic
 from rtds.settings import Settings
 from rtds.store.deadletter import PAYLOAD_PREFIX_BYTES, DeadLetterStore
-from rtds.testkit import wait_until
+from rtds.testkit import publish_all, wait_until
 
 EVIL = "vehicle_evil"
 
@@ -48,24 +45,6 @@ def poison(seq: int, now: float) -> tuple[bytes, str]:
         (b'"\\ud800"', "not_json"),
     ]
     return kinds[seq % len(kinds)]
-
-
-def publish_all(broker: MosquittoBroker, messages: list[tuple[str, bytes]], window: int = 500) -> None:
-    """Publish at QoS 1, at most `window` unacknowledged, and wait for every PUBACK."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"poison-publisher-{time.monotonic_ns()}")
-    client.max_inflight_messages_set(window)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        infos = []
-        for index, (topic, payload) in enumerate(messages):
-            infos.append(client.publish(topic, payload, qos=1))
-            if index >= window:
-                wait_until(lambda: puback_received(infos[-window]), 30, interval_s=0.001)
-        wait_until(lambda: all(puback_received(info) for info in infos), 60, message="PUBACKs")
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def dead_letter_counts(path: str) -> Counter[str]:
@@ -95,7 +74,7 @@ def test_20000_poison_messages_from_one_device_are_dead_lettered_and_the_fleet_i
             good_seq = seq // 5 // len(good_devices)
             messages.append((data_topic(device_id), orjson.dumps(reading(device_id, good_seq, now + good_seq / 100))))
             good.add((device_id, good_seq))
-    publish_all(broker, messages)
+    publish_all(broker.host, broker.port, messages)
 
     wait_until(lambda: stored_count(config.sqlite_path) >= len(good), 60, message=collector.log_text)
     wait_until(
@@ -119,7 +98,8 @@ def test_oversize_payloads_cost_the_dead_letter_file_a_few_kilobytes(
     now = time.time()
     over_the_collectors_limit = orjson.dumps(reading("vehicle_01", 1, now, pad="p" * 60_000))
     publish_all(
-        broker,
+        broker.host,
+        broker.port,
         [
             (data_topic("vehicle_01"), b"x" * 1_000_000),
             (data_topic("vehicle_01"), b"y" * 16 * 2**20),
@@ -151,7 +131,8 @@ def test_a_topic_deeper_than_a_device_id_is_dead_lettered_and_presence_is_not(
     collector = start_collector(spawn, config)
     now = time.time()
     publish_all(
-        broker,
+        broker.host,
+        broker.port,
         [
             ("device/data/vehicle_01/extra", orjson.dumps(reading("vehicle_01", 0, now))),
             ("device/data/a/b", orjson.dumps(reading("a", 0, now))),
@@ -174,7 +155,7 @@ def test_the_dead_letter_file_stays_under_its_cap_and_counts_what_it_deleted(
     config = collector_settings(settings, dead_letter_max_mb=0.25)
     collector = start_collector(spawn, config)
     junk = [(data_topic("vehicle_01"), b"not json " + str(index).encode() + b"." * 4_000) for index in range(600)]
-    publish_all(broker, junk)
+    publish_all(broker.host, broker.port, junk)
     letters = DeadLetterStore(config.dead_letter_path)
     try:
         wait_until(
