@@ -54,7 +54,7 @@ def run(workdir: Path, *, quick: bool) -> dict[str, Any]:
         ),
     ]
     dashboards = compare_processes(workdir / "dashboard", quick=quick)
-    targets += [{**item, "name": f"dashboard: {item['name']}"} for item in dashboards["targets"]]
+    targets += dashboards["targets"]  # named "dashboard ... (1 process)" and "(2 processes)"
     params.update({"qos": 1, "broker": "nats-server (MQTT + JetStream)", "store": "sqlite"})
     params["dashboard"] = dashboards["parameters"]
     drain_targets_met = all(judged["met"] for judged in targets[:2])
