@@ -248,12 +248,13 @@ class LiveFeed:
                 self._lateness_ms.append(max(0.0, started - next_at) * 1000.0)
                 try:
                     payload = self.refresh()
-                    if self._group is not None:
-                        self._group.share(payload)
                     emitting = time.monotonic()
                     self._emit(payload)
                     self._emit_ms.append((time.monotonic() - emitting) * 1000.0)
                     self.emits += 1
+                    if self._group is not None:
+                        # After the emit: encoding and storing the copy for late joiners must not delay the tick.
+                        self._group.share(payload)
                 except Exception:
                     log.exception("live feed: a tick failed; the next one will try again")
             next_at += self.interval_s
